@@ -1,0 +1,1 @@
+"""spkid: speaker identification experiments."""

@@ -1,0 +1,1 @@
+"""Sources, the course front end, the packed feature store and the split."""

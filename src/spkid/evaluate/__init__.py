@@ -1,0 +1,1 @@
+"""Evaluation: full-length inference, metrics, confusion summaries, tier comparison."""

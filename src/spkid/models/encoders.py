@@ -1,0 +1,102 @@
+"""Encoders: ``forward(feats, lengths) -> (frames, lengths)``, padding never changes a result."""
+
+import torch
+import torchaudio
+from torch import nn
+
+from spkid.models.masking import masked_batch_norm, padding_mask
+
+
+class TransformerEncoder(nn.Module):
+    """The course sample's encoder: a linear prenet then post-norm Transformer layers.
+
+    Args:
+        n_mels: input feature width.
+        d_model: model width.
+        layers: number of TransformerEncoderLayers.
+        heads: attention heads.
+        ffn: feed-forward width.
+        dropout: dropout probability.
+    """
+
+    def __init__(
+        self, n_mels: int, d_model: int, layers: int, heads: int, ffn: int, dropout: float
+    ):
+        super().__init__()
+        self.prenet = nn.Linear(n_mels, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, heads, ffn, dropout, batch_first=True)
+        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out_dim = d_model
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
+        """feats (B, T, n_mels), lengths (B,) -> frames (B, T, d_model), lengths (B,)."""
+        pad = padding_mask(lengths, feats.shape[1])
+        return self.layers(self.prenet(feats), src_key_padding_mask=pad), lengths
+
+
+class ConformerEncoder(nn.Module):
+    """A linear prenet then torchaudio's Conformer layers, with padding kept out of the
+    convolution module (zeroed before the depthwise convolution, skipped by batch norm).
+
+    Args:
+        n_mels: input feature width.
+        d_model: model width.
+        layers: Conformer layers.
+        heads: attention heads.
+        ffn: feed-forward width.
+        dropout: dropout probability.
+        kernel: depthwise convolution kernel size (odd).
+    """
+
+    def __init__(
+        self,
+        n_mels: int,
+        d_model: int,
+        layers: int,
+        heads: int,
+        ffn: int,
+        dropout: float,
+        kernel: int,
+    ):
+        super().__init__()
+        self.prenet = nn.Linear(n_mels, d_model)
+        self.conformer = torchaudio.models.Conformer(
+            input_dim=d_model,
+            num_heads=heads,
+            ffn_dim=ffn,
+            num_layers=layers,
+            depthwise_conv_kernel_size=kernel,
+            dropout=dropout,
+        )
+        self.out_dim = d_model
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
+        """feats (B, T, n_mels), lengths (B,) -> frames (B, T, d_model), lengths (B,)."""
+        pad = padding_mask(lengths, feats.shape[1])
+        x = self.prenet(feats).transpose(0, 1)  # (T, B, D)
+        for layer in self.conformer.conformer_layers:
+            x = _conformer_layer(layer, x, pad)
+        return x.transpose(0, 1), lengths
+
+
+def _conformer_layer(layer, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """torchaudio's ConformerLayer.forward with a padding-aware convolution module.
+
+    x: (T, B, D); pad: (B, T) True at padding.
+    """
+    x = x + 0.5 * layer.ffn1(x)
+    h = layer.self_attn_layer_norm(x)
+    h, _ = layer.self_attn(h, h, h, key_padding_mask=pad, need_weights=False)
+    x = x + layer.self_attn_dropout(h)
+    x = x + _conv_module(layer.conv_module, x, pad)
+    x = x + 0.5 * layer.ffn2(x)
+    return layer.final_layer_norm(x)
+
+
+def _conv_module(module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """x (T, B, D) -> (T, B, D); padded frames are zero where the kernel reads them."""
+    pointwise, glu, depthwise, norm, act, out, drop = module.sequential
+    h = module.layer_norm(x).permute(1, 2, 0)  # (B, D, T)
+    h = glu(pointwise(h)).masked_fill(pad[:, None, :], 0.0)
+    h = masked_batch_norm(norm, depthwise(h), pad)
+    return drop(out(act(h))).permute(2, 0, 1)

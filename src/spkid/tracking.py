@@ -1,0 +1,168 @@
+"""MLflow tracking: the one module that imports mlflow.
+
+The store is ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<root>/mlflow.db`` with the
+root from ``DVC_ROOT`` (so queued and ``--temp`` experiments log to the main repository);
+artifacts go to ``<root>/mlartifacts``. One run per tier per DVC experiment.
+"""
+
+import fcntl
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+ARTIFACTS_DIR = "mlartifacts"
+DB_FILE = "mlflow.db"
+LOCK_FILE = ".mlflow.lock"
+MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri(root) -> str:
+    """The tracking URI for repository ``root`` (``MLFLOW_TRACKING_URI`` wins)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / DB_FILE}"
+
+
+@contextmanager
+def _locked(root):
+    """An exclusive file lock: MLflow's first use of a fresh SQLite store races."""
+    with open(Path(root) / LOCK_FILE, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def experiment_id(root, name: str) -> str:
+    """Point MLflow at ``root``'s store and return experiment ``name``'s id, creating it
+    (with an absolute artifact location) under a lock the first time."""
+    mlflow.set_tracking_uri(tracking_uri(root))
+    with _locked(root):
+        client = MlflowClient()
+        found = client.get_experiment_by_name(name)
+        if found:
+            return found.experiment_id
+        location = (Path(root).resolve() / ARTIFACTS_DIR).as_uri()
+        return client.create_experiment(name, artifact_location=location)
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def git_commit(cwd) -> str:
+    """HEAD's commit in ``cwd``, or "" outside git."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def dvc_tags(tier: str, stage: str, digest: str, cwd) -> dict:
+    """The run's tags from DVC's environment."""
+    return {
+        "tier": tier,
+        "dvc.exp_name": os.environ.get("DVC_EXP_NAME", "workspace"),
+        "dvc.stage": os.environ.get("DVC_STAGE", stage),
+        "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", git_commit(cwd)),
+        "mlflow.source.git.commit": git_commit(cwd),
+        "data.digest": digest,
+    }
+
+
+class Run:
+    """An MLflow run that drops metric steps it already holds (so a resumed training
+    never duplicates a step).
+
+    Args:
+        run_id: the active run.
+        logged_until: the highest metric step already in the run (-1: none).
+    """
+
+    def __init__(self, run_id: str, logged_until: int = -1):
+        self.run_id = run_id
+        self.logged_until = logged_until
+        self.client = MlflowClient()
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        """Log ``metrics`` at ``step`` unless an earlier attempt already did."""
+        if step > self.logged_until:
+            mlflow.log_metrics(metrics, step=step, run_id=self.run_id)
+
+    def log_params(self, params: dict) -> None:
+        mlflow.log_params(
+            {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(params).items()}, run_id=self.run_id
+        )
+
+    def log_artifact(self, path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def log_dict(self, data, name: str) -> None:
+        mlflow.log_dict(data, name, run_id=self.run_id)
+
+    def log_model(self, model) -> None:
+        """The model in MLflow's pytorch flavour, pickled (not torch.export: lengths vary)."""
+        code = str(Path(__file__).resolve().parent)
+        with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+            mlflow.pytorch.log_model(
+                model.cpu(), name="model", serialization_format="pickle", code_paths=[code]
+            )
+
+
+def _last_step(run_id: str) -> int:
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    steps = [m.step for key in run.data.metrics for m in client.get_metric_history(run_id, key)]
+    return max(steps, default=-1)
+
+
+@contextmanager
+def tier_run(
+    root,
+    experiment: str,
+    tier: str,
+    stage: str,
+    digest: str,
+    run_id: str | None = None,
+    system_metrics: bool = True,
+):
+    """Start (or, given ``run_id``, resume) the tier's run; yield a Run.
+
+    Args:
+        root: the repository root holding the store.
+        experiment: MLflow experiment name.
+        tier: the tier (tag and part of the run name).
+        stage: the DVC stage name.
+        digest: the data digest tag.
+        run_id: resume this run instead of starting one.
+        system_metrics: log CPU/GPU/memory usage (psutil; pynvml on GPU).
+    """
+    exp = experiment_id(root, experiment)
+    name = f"{os.environ.get('DVC_EXP_NAME', 'workspace')}/{tier}"
+    with mlflow.start_run(
+        run_id=run_id,
+        experiment_id=None if run_id else exp,
+        run_name=None if run_id else name,
+        log_system_metrics=system_metrics,
+    ) as active:
+        mlflow.set_tags(dvc_tags(tier, stage, digest, Path.cwd()))
+        yield Run(active.info.run_id, _last_step(active.info.run_id) if run_id else -1)
+
+
+def open_run(run_id: str, root):
+    """Re-enter an existing run (validate and predict write into train's run)."""
+    mlflow.set_tracking_uri(tracking_uri(root))
+    return mlflow.start_run(run_id=run_id, log_system_metrics=False)

@@ -1,0 +1,1 @@
+"""Training: GPU-resident crops, the loop, checkpoints and resume."""

@@ -1,0 +1,100 @@
+"""The checked configuration of a training run."""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from spkid.config import build, check, merge
+from spkid.models import ModelConfig
+
+
+@dataclass(frozen=True)
+class SpecAugment:
+    """Time and frequency masks (torchaudio's iid masking), filled with ``value``."""
+
+    freq_masks: int = 0
+    freq_width: int = 0
+    time_masks: int = 0
+    time_width: int = 0
+    value: float = -20.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A tier's training recipe.
+
+    Args:
+        segment: crop length in frames.
+        batch: crops per step (per device).
+        lr, weight_decay: AdamW.
+        warmup: linear warmup steps, then cosine decay to zero at ``steps``.
+        steps: total optimiser steps.
+        valid_every: steps between validations (and best-checkpoint updates).
+        patience: validations without improvement before stopping early; 0 never stops.
+        log_every: steps between logged training metrics.
+        checkpoint_every: steps between last-checkpoint writes.
+        valid_frames: frames per full-length validation batch.
+        specaug: SpecAugment masks.
+    """
+
+    segment: int
+    batch: int
+    lr: float
+    weight_decay: float
+    warmup: int
+    steps: int
+    valid_every: int
+    patience: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    valid_frames: int = 65536
+    specaug: SpecAugment = field(default_factory=SpecAugment)
+
+    def __post_init__(self):
+        for name in ("segment", "batch", "steps", "valid_every", "log_every", "checkpoint_every"):
+            check(getattr(self, name) > 0, f"recipe.{name}", "must be positive")
+        check(0 <= self.warmup < self.steps, "recipe.warmup", f"must be in [0, steps={self.steps})")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The params.yaml ``train`` block: how (not what) every tier trains.
+
+    Args:
+        device: auto (cuda when available), cpu, cuda or cuda:N.
+        precision: bf16 (autocast on GPU; CPU runs float32) or fp32.
+        compile: wrap the model in torch.compile.
+        devices: GPUs for data-parallel training through torchrun (1: no torchrun).
+        threads: CPU threads for torch (0: torch's default).
+    """
+
+    device: str = "auto"
+    precision: Literal["bf16", "fp32"] = "bf16"
+    compile: bool = False
+    devices: int = 1
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """One tier resolved for a profile: its model and recipe."""
+
+    model: ModelConfig
+    recipe: Recipe
+
+
+PROFILES = ("demo", "course")
+
+
+def resolve_tier(tiers: dict, tier: str, profile: str) -> TierConfig:
+    """Tier ``tier`` of the params ``tiers`` block with its ``profile`` overrides merged in.
+
+    Args:
+        tiers: {tier: {model: {...}, recipe: {...}, demo: {...}, course: {...}}}.
+        tier: the tier's name.
+        profile: demo or course: which overrides apply.
+    """
+    check(tier in tiers, "tiers", f"unknown tier {tier!r}; valid: {sorted(tiers)}")
+    check(profile in PROFILES, "profile", f"{profile!r} is not one of {list(PROFILES)}")
+    block = tiers[tier]
+    base = {k: v for k, v in block.items() if k not in PROFILES}
+    return build(TierConfig, merge(base, block.get(profile) or {}), f"tiers.{tier}")

@@ -1,0 +1,240 @@
+"""The training loop: crops on the device, AdamW with warmup and cosine, validation,
+early stopping, and checkpoints that resume exactly."""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from spkid.evaluate.infer import autocast, predict_logits
+from spkid.evaluate.metrics import classification_metrics
+from spkid.models import SpeakerNet
+from spkid.train import checkpoint
+from spkid.train.config import SpecAugment, TierConfig
+from spkid.train.data import DeviceData
+
+
+@dataclass
+class State:
+    """What a resume needs beyond weights and optimiser."""
+
+    step: int = 0
+    best_top1: float = -1.0
+    best_step: int = 0
+    bad_validations: int = 0
+    train_seconds: float = 0.0
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup to 1 over ``warmup`` steps, then cosine to 0 at ``total`` (the course's
+    get_cosine_schedule_with_warmup)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def spec_augment(feats: torch.Tensor, cfg: SpecAugment, generator: torch.Generator) -> torch.Tensor:
+    """Independent time and frequency masks per crop. feats (B, T, M) -> (B, T, M)."""
+    x = feats.transpose(1, 2)  # (B, M, T): torchaudio's (..., freq, time)
+    for count, width, axis in (
+        (cfg.freq_masks, cfg.freq_width, 1),
+        (cfg.time_masks, cfg.time_width, 2),
+    ):
+        for _ in range(count if width else 0):
+            x = _mask(x, width, axis, cfg.value, generator)
+    return x.transpose(1, 2)
+
+
+def _mask(
+    x: torch.Tensor, width: int, axis: int, value: float, generator: torch.Generator
+) -> torch.Tensor:
+    """One mask of up to ``width`` along ``axis`` per row, drawn from ``generator``."""
+    size = x.shape[axis]
+    u = torch.rand(2, x.shape[0], device=x.device, generator=generator)
+    w = (u[0] * width).long()
+    start = (u[1] * (size - w).clamp(min=1)).long()
+    pos = torch.arange(size, device=x.device)[None, :]
+    hit = (pos >= start[:, None]) & (pos < (start + w)[:, None])  # (B, size)
+    hit = hit[:, None, :] if axis == 2 else hit[:, :, None]
+    return x.masked_fill(hit, value)
+
+
+class Trainer:
+    """Trains one SpeakerNet on device-resident data.
+
+    Args:
+        config: the tier's model and recipe.
+        train: training utterances.
+        valid: validation utterances.
+        speaker2id: the label mapping (stored in checkpoints).
+        out_dir: checkpoint folder (``last.pt``, ``best.pt``).
+        log: ``log(metrics: dict, step: int)``, e.g. the MLflow logger.
+        seed: base seed (crops, masks, initialisation).
+        precision: bf16 or fp32.
+        compile: torch.compile the model.
+        rank, world: data-parallel rank and size (1: plain training).
+    """
+
+    def __init__(
+        self,
+        config: TierConfig,
+        train: DeviceData,
+        valid: DeviceData,
+        speaker2id: dict,
+        out_dir,
+        log: Callable,
+        seed: int,
+        precision: str = "bf16",
+        compile: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        self.config, self.recipe = config, config.recipe
+        self.train_data, self.valid_data, self.speaker2id = train, valid, speaker2id
+        self.out_dir, self.log, self.precision, self.rank = Path(out_dir), log, precision, rank
+        self.device = train.device
+        torch.manual_seed(seed)
+        self.model = SpeakerNet(config.model, train.frames.shape[1], len(speaker2id)).to(
+            self.device
+        )
+        self.generator = torch.Generator(self.device).manual_seed(seed + 1000 * rank)
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=self.recipe.lr,
+            weight_decay=self.recipe.weight_decay,
+            fused=fused,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.recipe.warmup, self.recipe.steps)
+        )
+        self.state = State()
+        self.net = self.model
+        if world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if fused else None
+            )
+        self.step_fn = torch.compile(self.net) if compile else self.net
+
+    # ---- checkpoints -------------------------------------------------------------
+    def save(self, name: str, **extra) -> None:
+        """Write checkpoint ``name`` (rank 0 only)."""
+        if self.rank:
+            return
+        checkpoint.save(
+            self.out_dir / name,
+            self.model,
+            self.config,
+            self.train_data.frames.shape[1],
+            self.speaker2id,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            generator=self.generator.get_state(),
+            state=vars(self.state).copy(),
+            **extra,
+        )
+
+    def resume(self) -> bool:
+        """Load ``last.pt`` if there is one; True when training continues from it."""
+        path = self.out_dir / checkpoint.LAST
+        if not path.exists():
+            return False
+        ckpt = checkpoint.load(path, self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.generator.set_state(ckpt["generator"].cpu())
+        self.state = State(**ckpt["state"])
+        return True
+
+    # ---- steps -------------------------------------------------------------------
+    def train_step(self) -> tuple:
+        """One optimiser step on fresh crops. Returns (loss, accuracy) tensors."""
+        r = self.recipe
+        feats, lengths, labels = self.train_data.crops(r.batch, r.segment, self.generator)
+        feats = spec_augment(feats, r.specaug, self.generator)
+        with autocast(self.device, self.precision):
+            logits = self.step_fn(feats, lengths, labels)
+        loss = F.cross_entropy(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach(), (logits.argmax(1) == labels).float().mean()
+
+    def validate(self) -> dict:
+        """Full-length metrics on the validation set."""
+        logp = predict_logits(self.model, self.valid_data, self.recipe.valid_frames, self.precision)
+        return classification_metrics(logp.cpu().numpy(), self.valid_data.labels.cpu().numpy())
+
+    # ---- the loop ----------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to ``recipe.steps`` (or early stop), validating and checkpointing.
+
+        Returns:
+            {"best_top1", "best_step", "steps", "train_seconds", "stopped_early"}.
+        """
+        r, s = self.recipe, self.state
+        bar = tqdm(total=r.steps, initial=s.step, desc="train", disable=self.rank != 0)
+        sums, since, tick = torch.zeros(2, device=self.device), 0, time.perf_counter()
+        stopped = False
+        self.model.train()
+        while s.step < r.steps and not stopped:
+            loss, acc = self.train_step()
+            s.step += 1
+            sums += torch.stack([loss, acc])
+            since += 1
+            if s.step % r.log_every == 0 or s.step == r.steps:
+                elapsed = time.perf_counter() - tick
+                s.train_seconds += elapsed
+                loss_v, acc_v = (sums / since).tolist()
+                metrics = {
+                    "train/loss": loss_v,
+                    "train/accuracy": acc_v,
+                    "train/lr": self.scheduler.get_last_lr()[0],
+                    "train/segments_per_s": since * r.batch / elapsed,
+                }
+                self._log(metrics, s.step)
+                bar.set_postfix(
+                    loss=f"{loss_v:.3f}",
+                    acc=f"{acc_v:.3f}",
+                    seg_s=f"{metrics['train/segments_per_s']:.0f}",
+                )
+                bar.update(since)
+                sums.zero_()
+                since, tick = 0, time.perf_counter()
+            if s.step % r.valid_every == 0 or s.step == r.steps:
+                stopped = self._validate_and_keep_best()
+                tick = time.perf_counter()
+            if s.step % r.checkpoint_every == 0 or s.step == r.steps or stopped:
+                self.save(checkpoint.LAST)
+        bar.close()
+        return {
+            "best_top1": s.best_top1,
+            "best_step": s.best_step,
+            "steps": s.step,
+            "train_seconds": s.train_seconds,
+            "stopped_early": stopped,
+        }
+
+    def _log(self, metrics: dict, step: int) -> None:
+        if self.rank == 0:
+            self.log(metrics, step)
+
+    def _validate_and_keep_best(self) -> bool:
+        """Validate, keep the best checkpoint; True when patience has run out."""
+        s = self.state
+        metrics = self.validate()
+        self._log({f"valid/{k}": v for k, v in metrics.items()}, s.step)
+        if metrics["top1"] > s.best_top1:
+            s.best_top1, s.best_step, s.bad_validations = metrics["top1"], s.step, 0
+            self.save(checkpoint.BEST, valid=metrics)
+        else:
+            s.bad_validations += 1
+        return bool(self.recipe.patience) and s.bad_validations >= self.recipe.patience

@@ -1,0 +1,96 @@
+"""One tier's training from a feature store and a split: the `train` stage's library call."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from spkid.data.store import open_store
+from spkid.models import count_parameters
+from spkid.train import checkpoint
+from spkid.train.config import Runtime, TierConfig
+from spkid.train.data import DeviceData
+from spkid.train.loop import Trainer
+
+RUN_ID_FILE = "run_id"
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: this rank's GPU when CUDA is available, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    return torch.device(name)
+
+
+def read_run_id(out_dir) -> str | None:
+    """The MLflow run of an interrupted training in ``out_dir`` (None: start afresh)."""
+    out_dir = Path(out_dir)
+    if (out_dir / checkpoint.LAST).exists() and (out_dir / RUN_ID_FILE).exists():
+        return (out_dir / RUN_ID_FILE).read_text().strip()
+    return None
+
+
+def train_tier(
+    config: TierConfig,
+    runtime: Runtime,
+    store_dir,
+    split_file,
+    out_dir,
+    tracker,
+    seed: int,
+    rank: int = 0,
+    world: int = 1,
+    local_rank: int = 0,
+) -> dict:
+    """Train one tier, resuming from ``out_dir/last.pt`` when present.
+
+    Args:
+        config: the resolved tier.
+        runtime: device, precision, compile.
+        store_dir: the training feature store.
+        split_file: JSON with ``train`` and ``valid`` index lists.
+        out_dir: checkpoints (kept between runs: DVC ``persist``).
+        tracker: has log_metrics(dict, step), log_params(dict), log_artifact(path), log_model(model).
+        seed: base seed.
+        rank, world, local_rank: data-parallel position (rank 0 logs and writes).
+
+    Returns:
+        the training summary (best valid top-1 and its step, steps, seconds, parameters).
+    """
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    device = pick_device(runtime.device, local_rank)
+    store = open_store(store_dir)
+    split = json.loads(Path(split_file).read_text())
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    precision = runtime.precision if device.type == "cuda" else "fp32"
+    trainer = Trainer(
+        config,
+        DeviceData(store, split["train"], device),
+        DeviceData(store, split["valid"], device),
+        store.speaker2id,
+        out_dir,
+        tracker.log_metrics,
+        seed,
+        precision,
+        runtime.compile,
+        rank,
+        world,
+    )
+    trainer.resume()
+    if rank == 0:
+        tracker.log_params(
+            {**asdict(config), "runtime": asdict(runtime), "seed": seed, "world": world}
+        )
+    summary = trainer.fit()
+    summary["parameters"] = count_parameters(trainer.model)
+    if rank == 0:
+        for name in (checkpoint.BEST, checkpoint.LAST):
+            tracker.log_artifact(out_dir / name, "checkpoints")
+        model, _ = checkpoint.load_model(out_dir / checkpoint.BEST)
+        tracker.log_model(model)
+    return summary

@@ -1,0 +1,127 @@
+import math
+
+import pytest
+import torch
+
+from spkid.config import ConfigError, build
+from spkid.models import ModelConfig, SpeakerNet
+from spkid.models.heads import MarginHead
+from spkid.models.masking import masked_batch_norm
+from spkid.models.pooling import SelfAttentionPooling
+
+ENCODERS = ["transformer", "conformer"]
+POOLINGS = ["mean", "sap", "asp"]
+HEADS = ["mlp", "bn_mlp", "amsoftmax", "aamsoftmax"]
+
+
+def config(**kw):
+    base = {
+        "encoder": "conformer",
+        "d_model": 16,
+        "layers": 2,
+        "heads": 2,
+        "ffn": 32,
+        "dropout": 0.1,
+        "pooling": "sap",
+        "head": "amsoftmax",
+        "kernel": 5,
+    }
+    return ModelConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("head", HEADS)
+def test_shapes(encoder, pooling, head):
+    model = SpeakerNet(
+        config(encoder=encoder, pooling=pooling, head=head, embedding=8), n_mels=40, n_classes=7
+    )
+    feats, lengths = torch.randn(3, 30, 40), torch.tensor([30, 12, 5])
+    assert model(feats, lengths, torch.tensor([0, 1, 2])).shape == (3, 7)
+    assert model.embed(feats, lengths).shape == (3, 8)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_padding_never_changes_a_result(encoder, pooling, dtype):
+    torch.manual_seed(0)
+    model = (
+        SpeakerNet(config(encoder=encoder, pooling=pooling, head="bn_mlp"), 40, 5).to(dtype).eval()
+    )
+    alone = torch.randn(1, 17, 40, dtype=dtype)
+    batch = torch.full((3, 40, 40), 7.0, dtype=dtype)  # padding with a loud value, not zeros
+    batch[1, :17] = alone[0]
+    batch[0] = torch.randn(40, 40, dtype=dtype)
+    out_alone = model(alone, torch.tensor([17]))
+    out_batch = model(batch, torch.tensor([40, 17, 3]))
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(out_batch[1:2], out_alone, atol=tol, rtol=tol)
+
+
+def test_masked_batch_norm_training_statistics_skip_padding():
+    bn = torch.nn.BatchNorm1d(4).train()
+    x = torch.randn(2, 4, 10)
+    pad = torch.zeros(2, 10, dtype=torch.bool)
+    pad[1, 6:] = True
+    polluted = x.clone()
+    polluted[1, :, 6:] = 1e3
+    out = masked_batch_norm(bn, polluted, pad)
+    valid = torch.cat([x[0], x[1, :, :6]], dim=1)  # (4, 16)
+    expected = (valid - valid.mean(1, keepdim=True)) / torch.sqrt(
+        valid.var(1, unbiased=False, keepdim=True) + bn.eps
+    )
+    torch.testing.assert_close(
+        torch.cat([out[0], out[1, :, :6]], dim=1), expected, atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(bn.running_mean, 0.1 * valid.mean(1))
+
+
+def test_am_softmax_equals_its_formula():
+    torch.manual_seed(0)
+    head = MarginHead(6, 4, scale=30.0, margin=0.35, kind="additive")
+    emb, labels = torch.randn(5, 6), torch.tensor([0, 3, 1, 1, 2])
+    cos = (
+        torch.nn.functional.normalize(emb, dim=1)
+        @ torch.nn.functional.normalize(head.weight, dim=1).T
+    )
+    expected = 30.0 * (cos - 0.35 * torch.nn.functional.one_hot(labels, 4))
+    torch.testing.assert_close(head(emb, labels), expected)
+    torch.testing.assert_close(head(emb), 30.0 * cos)  # no margin at inference
+
+
+def test_am_softmax_margin_zero_is_scaled_cosine():
+    head = MarginHead(6, 4, scale=20.0, margin=0.0, kind="additive")
+    emb, labels = torch.randn(5, 6), torch.randint(0, 4, (5,))
+    torch.testing.assert_close(head(emb, labels), 20.0 * head.cosine(emb))
+
+
+def test_aam_softmax_adds_angle_on_target_only():
+    head = MarginHead(6, 4, scale=30.0, margin=0.2, kind="angular")
+    emb, labels = torch.randn(5, 6), torch.tensor([0, 3, 1, 1, 2])
+    cos = head.cosine(emb)
+    out = head(emb, labels) / 30.0
+    target = cos.gather(1, labels[:, None])[:, 0]
+    theta = torch.acos(target)
+    want = torch.where(theta + 0.2 < math.pi, torch.cos(theta + 0.2), target - 0.2 * math.sin(0.2))
+    torch.testing.assert_close(out.gather(1, labels[:, None])[:, 0], want)
+    others = torch.ones_like(cos, dtype=torch.bool).scatter(1, labels[:, None], False)
+    torch.testing.assert_close(out[others], cos[others])
+
+
+def test_self_attention_weights_sum_to_one_over_valid_frames():
+    pool = SelfAttentionPooling(8)
+    frames, lengths = torch.randn(3, 12, 8), torch.tensor([12, 7, 1])
+    w = pool.weights(frames, lengths)
+    torch.testing.assert_close(w.sum(1), torch.ones(3))
+    assert (w[1, 7:] == 0).all() and (w[2, 1:] == 0).all()
+    assert (w[1, :7] > 0).all()
+
+
+def test_model_config_rejects_bad_values_and_unknown_keys():
+    with pytest.raises(ConfigError, match="not one of"):
+        build(ModelConfig, {**vars(config()), "pooling": "max"}, "model")
+    with pytest.raises(ConfigError, match="unknown key"):
+        build(ModelConfig, {**vars(config()), "depth": 3}, "model")
+    with pytest.raises(ConfigError, match="odd"):
+        config(kernel=4)
