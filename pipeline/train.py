@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.params import load_params, repo_root
 from spkid import tracking
-from spkid.atomic import write_json, write_text
+from spkid.atomic import write_csv, write_json, write_text
 from spkid.config import build
 from spkid.train.config import Runtime, resolve_tier
 from spkid.train.run import RUN_ID_FILE, read_run_id, train_tier
@@ -26,7 +26,11 @@ def main(tier: str) -> None:
     ) as run:
         write_text(out_dir / RUN_ID_FILE, run.run_id)
         summary = train_tier(config, runtime, store, paths["split"], out_dir, run, params["seed"])
-    write_json(f"{paths['reports']}/train/{tier}.json", {**summary, "run_id": run.run_id})
+    reports = Path(paths["reports"]) / "train" / tier
+    write_json(reports / "summary.json", {**summary, "run_id": run.run_id})
+    for part in ("train", "valid"):
+        names, rows = run.history(part)
+        write_csv(reports / f"{part}_curve.csv", ["step", *names], rows)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Atomic writes: a reader sees the old file or the new one, never half of one."""
 
+import csv
 import json
 import os
 import tempfile
@@ -35,3 +36,11 @@ def write_text(path, text: str) -> None:
 def write_json(path, data) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path, header, rows) -> None:
+    """Write ``header`` and ``rows`` as CSV to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)

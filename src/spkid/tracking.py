@@ -121,6 +121,16 @@ class Run:
                 model.cpu(), name="model", serialization_format="pickle", code_paths=[code]
             )
 
+    def history(self, prefix: str) -> tuple:
+        """Metrics named ``prefix/*`` by step: (names, rows of [step, values...])."""
+        run = self.client.get_run(self.run_id)
+        names = sorted(k for k in run.data.metrics if k.startswith(prefix + "/"))
+        table = {}
+        for i, key in enumerate(names):
+            for m in self.client.get_metric_history(self.run_id, key):
+                table.setdefault(m.step, [None] * len(names))[i] = m.value
+        return [n.split("/", 1)[1] for n in names], [[s, *table[s]] for s in sorted(table)]
+
 
 def _last_step(run_id: str) -> int:
     client = MlflowClient()
@@ -162,7 +172,27 @@ def tier_run(
         yield Run(active.info.run_id, _last_step(active.info.run_id) if run_id else -1)
 
 
-def open_run(run_id: str, root):
-    """Re-enter an existing run (validate and predict write into train's run)."""
+def connect(root, run_id: str) -> Run:
+    """A Run handle on an existing run (validate and predict write into train's run)."""
     mlflow.set_tracking_uri(tracking_uri(root))
-    return mlflow.start_run(run_id=run_id, log_system_metrics=False)
+    return Run(run_id)
+
+
+def log_comparison(root, experiment: str, rows: list, files: list) -> None:
+    """One ``<exp>/compare`` run holding every tier's figures and the comparison files."""
+    exp = experiment_id(root, experiment)
+    name = f"{os.environ.get('DVC_EXP_NAME', 'workspace')}/compare"
+    with mlflow.start_run(experiment_id=exp, run_name=name, log_system_metrics=False):
+        mlflow.set_tags(
+            {
+                "tier": "compare",
+                "dvc.exp_name": os.environ.get("DVC_EXP_NAME", "workspace"),
+                "dvc.stage": "compare",
+            }
+        )
+        for r in rows:
+            mlflow.log_metrics(
+                {f"{r['tier']}/top1": r["top1"], f"{r['tier']}/macro_f1": r["macro_f1"]}
+            )
+        for f in files:
+            mlflow.log_artifact(str(f))

@@ -13,3 +13,6 @@ class InputError(Exception):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        return InputError, (self.path, self.reason)

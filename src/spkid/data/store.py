@@ -10,6 +10,7 @@ A store is one folder:
 import csv
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -126,7 +127,9 @@ def extract(
     workers = workers or os.cpu_count()
     paths = [u.path for u in utterances]
     kept, arrays, rejected = [], [], []
-    with ProcessPoolExecutor(workers) as pool:
+    # forkserver: a fork of a process that has run torch's thread pools can hang
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         results = pool.map(_bind(loader), paths, chunksize=CHUNKSIZE)
         for utt, (array, err) in tqdm(zip(utterances, results), total=len(paths), desc=desc):
             if err is None:
@@ -137,6 +140,13 @@ def extract(
             else:
                 rejected.append({"path": err.path, "reason": err.reason})
     return kept, arrays, rejected
+
+
+def _one_thread() -> None:
+    """Workers run one torch thread each: the pool already fills the cores."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 class _bind:

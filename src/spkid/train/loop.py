@@ -136,6 +136,7 @@ class Trainer:
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             generator=self.generator.get_state(),
+            torch_rng=torch.get_rng_state(),
             state=vars(self.state).copy(),
             **extra,
         )
@@ -150,6 +151,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.generator.set_state(ckpt["generator"].cpu())
+        torch.set_rng_state(ckpt["torch_rng"].cpu())  # dropout draws from it
         self.state = State(**ckpt["state"])
         return True
 

@@ -1,0 +1,29 @@
+"""Stage `compare`: every tier side by side (reports/tiers.md, reports/tiers.png)."""
+
+import json
+from pathlib import Path
+
+from pipeline.params import load_params, repo_root
+from spkid import tracking
+from spkid.evaluate.compare import tier_rows, write_comparison
+
+
+def main() -> None:
+    params = load_params()
+    reports = Path(params["paths"]["reports"])
+    tiers = list(params["tiers"])
+    train = {t: json.loads((reports / "train" / t / "summary.json").read_text()) for t in tiers}
+    valid = {t: json.loads((reports / "validate" / t / "metrics.json").read_text()) for t in tiers}
+    rows = tier_rows(tiers, train, valid, params["compare"]["course_kaggle"])
+    title = f"spkid tiers: source {params['source']['name']}, profile {params['profile']}"
+    write_comparison(rows, title, reports / "tiers.md", reports / "tiers.png")
+    tracking.log_comparison(
+        repo_root(),
+        params["mlflow"]["experiment"],
+        rows,
+        [reports / "tiers.md", reports / "tiers.png"],
+    )
+
+
+if __name__ == "__main__":
+    main()

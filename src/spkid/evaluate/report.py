@@ -1,0 +1,113 @@
+"""Validation and prediction from a checkpoint: the `validate` and `predict` stages' calls."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from spkid.atomic import atomic_path, write_csv, write_json
+from spkid.data.store import open_store
+from spkid.evaluate.infer import predict_logits
+from spkid.evaluate.metrics import classification_metrics, confusion_summary
+from spkid.train.checkpoint import load_model
+from spkid.train.data import DeviceData
+from spkid.train.run import pick_device
+
+WORST_SPEAKERS = 20
+
+
+def _scores(checkpoint, store_dir, indices, device: str, max_frames: int, crops: int, segment: int):
+    dev = pick_device(device)
+    model, ckpt = load_model(checkpoint, dev)
+    store = open_store(store_dir)
+    indices = np.arange(len(store)) if indices is None else np.asarray(indices)
+    data = DeviceData(store, indices, dev)
+    precision = ckpt["config"].get("precision", "bf16") if dev.type == "cuda" else "fp32"
+    logp = predict_logits(model, data, max_frames, precision, crops, segment)
+    return logp.cpu().numpy(), data, ckpt
+
+
+def validate(checkpoint, store_dir, split_file, out_dir, device="auto", max_frames=65536) -> dict:
+    """Full-length metrics of ``checkpoint`` on the valid split, with a confusion summary.
+
+    Writes into ``out_dir``: metrics.json, confusion.json (most-confused pairs),
+    per_speaker.csv, predictions.csv (actual, predicted: DVC's confusion plot) and
+    worst_speakers.png (heatmap of the worst speakers' confusions).
+
+    Returns:
+        the metrics (top1, top5, macro_f1, loss, utterances).
+    """
+    valid = json.loads(Path(split_file).read_text())["valid"]
+    logp, data, ckpt = _scores(checkpoint, store_dir, valid, device, max_frames, 0, 0)
+    labels = data.labels.cpu().numpy()
+    names = [s for s, _ in sorted(ckpt["speaker2id"].items(), key=lambda kv: kv[1])]
+    metrics = {**classification_metrics(logp, labels), "utterances": len(labels)}
+    pred = logp.argmax(1)
+    summary = confusion_summary(pred, labels, names)
+    out = Path(out_dir)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "confusion.json", {"pairs": summary["pairs"]})
+    write_csv(
+        out / "per_speaker.csv",
+        ["speaker", "utterances", "accuracy"],
+        [list(r.values()) for r in summary["per_speaker"]],
+    )
+    write_csv(
+        out / "predictions.csv",
+        ["actual", "predicted"],
+        [[names[a], names[p]] for a, p in zip(labels, pred)],
+    )
+    plot_worst(
+        np.array(summary["matrix"]), names, summary["per_speaker"], out / "worst_speakers.png"
+    )
+    return metrics
+
+
+def predict(
+    checkpoint, store_dir, out_file, device="auto", max_frames=65536, crops=0, segment=0
+) -> int:
+    """Write the Kaggle submission (``Id,Category``) for every utterance of the test store.
+
+    Args:
+        crops, segment: 0 scores full length; N > 0 averages N crops of ``segment`` frames.
+
+    Returns:
+        the number of rows written.
+    """
+    logp, data, ckpt = _scores(checkpoint, store_dir, None, device, max_frames, crops, segment)
+    id2speaker = {i: s for s, i in ckpt["speaker2id"].items()}
+    rows = [[uid, id2speaker[int(k)]] for uid, k in zip(data.uids, logp.argmax(1))]
+    write_csv(out_file, ["Id", "Category"], rows)
+    return len(rows)
+
+
+def plot_worst(
+    matrix: np.ndarray, names: list, per_speaker: list, path, n: int = WORST_SPEAKERS
+) -> None:
+    """Heatmap of the confusions among the ``n`` worst speakers (rows: true, cols: predicted)."""
+    ids = {s: i for i, s in enumerate(names)}
+    worst = [ids[r["speaker"]] for r in per_speaker[:n]]
+    sub = matrix[np.ix_(worst, worst)]
+    fig, ax = plt().subplots(figsize=(7, 6))
+    im = ax.imshow(sub, cmap="viridis")
+    labels = [names[i] for i in worst]
+    ax.set_xticks(range(len(worst)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(worst)), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusions among the {len(worst)} worst speakers")
+    fig.colorbar(im)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt().close(fig)
+
+
+def plt():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
