@@ -12,7 +12,7 @@ bootstrap() {
     .tools/bin/pip install --quiet --disable-pip-version-check uv==0.13.8
   fi
   if [ ! -x .venv/bin/dvc ] || [ uv.lock -nt .venv/.synced ]; then
-    .tools/bin/uv sync --frozen --quiet
+    .tools/bin/uv sync --frozen --quiet --compile-bytecode
     touch .venv/.synced
   fi
   export PATH="$PWD/.venv/bin:$PATH"

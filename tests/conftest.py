@@ -1,7 +1,14 @@
-"""Shared fixtures: a tiny feature store built from random features."""
+"""Shared fixtures: a tiny feature store, a tiny copy of the DVC project."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from spkid.data.store import write_store
 from spkid.data.utterance import Utterance
@@ -30,3 +37,73 @@ def make_store(folder, n_speakers=4, per_speaker=10, n_mels=40, seed=0, sessions
 @pytest.fixture
 def tiny_store(tmp_path):
     return make_store(tmp_path / "store")
+
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_STEPS = {
+    "steps": 24,
+    "warmup": 4,
+    "valid_every": 12,
+    "checkpoint_every": 12,
+    "log_every": 4,
+    "batch": 8,
+}
+
+
+def tiny_params(params: dict) -> dict:
+    """params.yaml shrunk to seconds: 4 demo speakers, tiny models, a few steps."""
+    params["source"]["demo"].update(
+        n_speakers=4, train_per_speaker=6, test_per_speaker=2, min_seconds=1.0, max_seconds=1.5
+    )
+    params["split"]["valid_ratio"] = 0.25
+    for tier in params["tiers"].values():
+        tier["demo"]["recipe"].update(TINY_STEPS, segment=48)
+        tier["demo"].setdefault("model", {}).update(d_model=16, layers=1, heads=2, ffn=32)
+        tier["demo"]["model"].pop("embedding", None)
+    return params
+
+
+def run(cmd, cwd, **kw):
+    """Run ``cmd`` in ``cwd`` with this venv first on PATH; fail loudly with its output."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(kw.pop("env", {}))
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A git + DVC copy of the pipeline (dvc.yaml, pipeline/, tiny params.yaml)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(REPO / "dvc.yaml", root)
+    shutil.copytree(
+        REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".gitignore", root)
+    params = tiny_params(yaml.safe_load((REPO / "params.yaml").read_text()))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(
+        [
+            "git",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "init",
+        ],
+        root,
+    )
+    run([sys.executable, "-m", "dvc", "init", "-q"], root)
+    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"], root)
+    return root

@@ -9,6 +9,7 @@ import fcntl
 import os
 import subprocess
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -18,6 +19,7 @@ ARTIFACTS_DIR = "mlartifacts"
 DB_FILE = "mlflow.db"
 LOCK_FILE = ".mlflow.lock"
 MAX_PARAM_LENGTH = 6000
+MODEL_REQUIREMENTS = ("torch", "torchaudio", "numpy")
 
 
 def tracking_uri(root) -> str:
@@ -114,11 +116,17 @@ class Run:
         mlflow.log_dict(data, name, run_id=self.run_id)
 
     def log_model(self, model) -> None:
-        """The model in MLflow's pytorch flavour, pickled (not torch.export: lengths vary)."""
+        """The model in MLflow's pytorch flavour, pickled (not torch.export: lengths vary),
+        with spkid's code beside it and its requirements named (no slow inference)."""
         code = str(Path(__file__).resolve().parent)
+        requirements = [f"{p}=={version(p)}" for p in MODEL_REQUIREMENTS]
         with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
             mlflow.pytorch.log_model(
-                model.cpu(), name="model", serialization_format="pickle", code_paths=[code]
+                model.cpu(),
+                name="model",
+                serialization_format="pickle",
+                code_paths=[code],
+                pip_requirements=requirements,
             )
 
     def history(self, prefix: str) -> tuple:

@@ -1,0 +1,70 @@
+"""A training killed with SIGKILL restarts from its last checkpoint and continues its run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run
+
+STEPS = 240
+KILL_AFTER_STEP = 48
+TIMEOUT_S = 300
+
+
+def test_sigkill_then_repro_finishes_the_same_run(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tiers"]["simple"]["demo"]["recipe"].update(
+        steps=STEPS, checkpoint_every=12, valid_every=60
+    )
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([sys.executable, "-m", "dvc", "repro", "split"], project)
+
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "train@simple"],
+        cwd=project,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = project / "models/simple/last.pt"
+    deadline = time.time() + TIMEOUT_S
+    while time.time() < deadline:
+        if last.exists() and _step(last) >= KILL_AFTER_STEP:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _step(last)
+    assert KILL_AFTER_STEP <= killed_at < STEPS
+
+    run([sys.executable, "-m", "dvc", "repro", "train@simple"], project)
+    assert _step(last) == STEPS
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    found = mlflow.search_runs(experiment_names=["spkid"], output_format="list")
+    assert len(found) == 1, "the resumed training must continue the same MLflow run"
+    client = MlflowClient()
+    for key in ("train/loss", "valid/top1"):
+        steps = [m.step for m in client.get_metric_history(found[0].info.run_id, key)]
+        assert len(steps) == len(set(steps)), f"duplicated steps in {key}"
+        assert max(steps) == STEPS
+    assert [m.step for m in client.get_metric_history(found[0].info.run_id, "train/loss")] == list(
+        range(4, STEPS + 1, 4)
+    )
+
+
+def _step(path) -> int:
+    for _ in range(20):
+        try:
+            return torch.load(path, weights_only=True)["state"]["step"]
+        except (RuntimeError, EOFError, FileNotFoundError):
+            time.sleep(0.05)
+    raise AssertionError(f"cannot read {path}")
