@@ -1,5 +1,9 @@
-"""Stage `train@<tier>`: train one tier, logging to MLflow; resumes after a kill."""
+"""Stage `train@<tier>`: train one tier, logging to MLflow; resumes after a kill.
 
+With ``train.devices > 1`` the stage re-launches itself under torchrun (data-parallel).
+"""
+
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -8,6 +12,7 @@ from pipeline.params import load_params, repo_root
 from spkid import tracking
 from spkid.atomic import write_csv, write_json, write_text
 from spkid.config import build
+from spkid.train import distributed
 from spkid.train.config import Runtime, resolve_tier
 from spkid.train.run import RUN_ID_FILE, read_run_id, train_tier
 
@@ -17,20 +22,31 @@ def main(tier: str) -> None:
     paths = params["paths"]
     config = resolve_tier(params["tiers"], tier, params["profile"])
     runtime = build(Runtime, params["train"], "train")
+    if runtime.devices > 1 and not distributed.under_torchrun():
+        sys.exit(distributed.relaunch(runtime.devices, "pipeline.train", [tier]))
+    rank = distributed.init(runtime.device)
     out_dir = Path(paths["models"]) / tier
     store = paths["features"] + "/train"
     digest = json.loads(Path(store, "meta.json").read_text())["digest"]
-    run_id = read_run_id(out_dir)
-    with tracking.tier_run(
-        repo_root(), params["mlflow"]["experiment"], tier, f"train@{tier}", digest, run_id
+    stage = f"train@{tier}"
+    with (
+        tracking.tier_run(
+            repo_root(), params["mlflow"]["experiment"], tier, stage, digest, read_run_id(out_dir)
+        )
+        if rank.rank == 0
+        else contextlib.nullcontext(tracking.NullRun())
     ) as run:
-        write_text(out_dir / RUN_ID_FILE, run.run_id)
-        summary = train_tier(config, runtime, store, paths["split"], out_dir, run, params["seed"])
-    reports = Path(paths["reports"]) / "train" / tier
-    write_json(reports / "summary.json", {**summary, "run_id": run.run_id})
-    for part in ("train", "valid"):
-        names, rows = run.history(part)
-        write_csv(reports / f"{part}_curve.csv", ["step", *names], rows)
+        if rank.rank == 0:
+            write_text(out_dir / RUN_ID_FILE, run.run_id)
+        summary = train_tier(
+            config, runtime, store, paths["split"], out_dir, run, params["seed"], rank
+        )
+    if rank.rank == 0:
+        reports = Path(paths["reports"]) / "train" / tier
+        write_json(reports / "summary.json", {**summary, "run_id": run.run_id})
+        for part in ("train", "valid"):
+            names, rows = run.history(part)
+            write_csv(reports / f"{part}_curve.csv", ["step", *names], rows)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,18 @@ class Run:
         return [n.split("/", 1)[1] for n in names], [[s, *table[s]] for s in sorted(table)]
 
 
+class NullRun:
+    """The tracker of ranks other than 0: logs nothing."""
+
+    run_id = None
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        pass
+
+    def log_params(self, params: dict) -> None:
+        pass
+
+
 def _last_step(run_id: str) -> int:
     client = MlflowClient()
     run = client.get_run(run_id)

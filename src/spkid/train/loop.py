@@ -17,6 +17,7 @@ from spkid.models import SpeakerNet
 from spkid.train import checkpoint
 from spkid.train.config import SpecAugment, TierConfig
 from spkid.train.data import DeviceData
+from spkid.train.distributed import broadcast_flag, gather_ranks
 
 
 @dataclass
@@ -97,7 +98,8 @@ class Trainer:
     ):
         self.config, self.recipe = config, config.recipe
         self.train_data, self.valid_data, self.speaker2id = train, valid, speaker2id
-        self.out_dir, self.log, self.precision, self.rank = Path(out_dir), log, precision, rank
+        self.out_dir, self.log, self.precision = Path(out_dir), log, precision
+        self.rank, self.world = rank, world
         self.device = train.device
         torch.manual_seed(seed)
         self.model = SpeakerNet(config.model, train.frames.shape[1], len(speaker2id)).to(
@@ -180,7 +182,7 @@ class Trainer:
         """Train to ``recipe.steps`` (or early stop), validating and checkpointing.
 
         Returns:
-            {"best_top1", "best_step", "steps", "train_seconds", "stopped_early"}.
+            {"best_top1", "best_step", "steps", "train_seconds", "stopped_early", "ranks"}.
         """
         r, s = self.recipe, self.state
         bar = tqdm(total=r.steps, initial=s.step, desc="train", disable=self.rank != 0)
@@ -188,31 +190,15 @@ class Trainer:
         stopped = False
         self.model.train()
         while s.step < r.steps and not stopped:
-            loss, acc = self.train_step()
-            s.step += 1
-            sums += torch.stack([loss, acc])
-            since += 1
+            sums += torch.stack(self.train_step())
+            s.step, since = s.step + 1, since + 1
             if s.step % r.log_every == 0 or s.step == r.steps:
-                elapsed = time.perf_counter() - tick
-                s.train_seconds += elapsed
-                loss_v, acc_v = (sums / since).tolist()
-                metrics = {
-                    "train/loss": loss_v,
-                    "train/accuracy": acc_v,
-                    "train/lr": self.scheduler.get_last_lr()[0],
-                    "train/segments_per_s": since * r.batch / elapsed,
-                }
-                self._log(metrics, s.step)
-                bar.set_postfix(
-                    loss=f"{loss_v:.3f}",
-                    acc=f"{acc_v:.3f}",
-                    seg_s=f"{metrics['train/segments_per_s']:.0f}",
-                )
-                bar.update(since)
+                self._log_training(sums / since, since, time.perf_counter() - tick, bar)
                 sums.zero_()
                 since, tick = 0, time.perf_counter()
             if s.step % r.valid_every == 0 or s.step == r.steps:
-                stopped = self._validate_and_keep_best()
+                stop = self._validate_and_keep_best() if self.rank == 0 else False
+                stopped = broadcast_flag(stop, self.device, self.world)
                 tick = time.perf_counter()
             if s.step % r.checkpoint_every == 0 or s.step == r.steps or stopped:
                 self.save(checkpoint.LAST)
@@ -223,7 +209,26 @@ class Trainer:
             "steps": s.step,
             "train_seconds": s.train_seconds,
             "stopped_early": stopped,
+            "ranks": gather_ranks(s.step, self.model, self.world),
         }
+
+    def _log_training(self, means: torch.Tensor, steps: int, elapsed: float, bar) -> None:
+        """Log mean loss and accuracy over the last ``steps`` steps, and throughput."""
+        self.state.train_seconds += elapsed
+        loss, acc = means.tolist()
+        rate = steps * self.recipe.batch * self.world / elapsed
+        lr = self.scheduler.get_last_lr()[0]
+        self._log(
+            {
+                "train/loss": loss,
+                "train/accuracy": acc,
+                "train/lr": lr,
+                "train/segments_per_s": rate,
+            },
+            self.state.step,
+        )
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", seg_s=f"{rate:.0f}")
+        bar.update(steps)
 
     def _log(self, metrics: dict, step: int) -> None:
         if self.rank == 0:

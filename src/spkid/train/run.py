@@ -11,6 +11,7 @@ from spkid.models import count_parameters
 from spkid.train import checkpoint
 from spkid.train.config import Runtime, TierConfig
 from spkid.train.data import DeviceData
+from spkid.train.distributed import Rank
 from spkid.train.loop import Trainer
 
 RUN_ID_FILE = "run_id"
@@ -41,9 +42,7 @@ def train_tier(
     out_dir,
     tracker,
     seed: int,
-    rank: int = 0,
-    world: int = 1,
-    local_rank: int = 0,
+    rank: Rank = Rank(),
 ) -> dict:
     """Train one tier, resuming from ``out_dir/last.pt`` when present.
 
@@ -55,14 +54,14 @@ def train_tier(
         out_dir: checkpoints (kept between runs: DVC ``persist``).
         tracker: has log_metrics(dict, step), log_params(dict), log_artifact(path), log_model(model).
         seed: base seed.
-        rank, world, local_rank: data-parallel position (rank 0 logs and writes).
+        rank: data-parallel position (rank 0 logs and writes).
 
     Returns:
         the training summary (best valid top-1 and its step, steps, seconds, parameters).
     """
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
-    device = pick_device(runtime.device, local_rank)
+    device = pick_device(runtime.device, rank.local)
     store = open_store(store_dir)
     split = json.loads(Path(split_file).read_text())
     out_dir = Path(out_dir)
@@ -78,17 +77,17 @@ def train_tier(
         seed,
         precision,
         runtime.compile,
-        rank,
-        world,
+        rank.rank,
+        rank.world,
     )
     trainer.resume()
-    if rank == 0:
+    if rank.rank == 0:
         tracker.log_params(
-            {**asdict(config), "runtime": asdict(runtime), "seed": seed, "world": world}
+            {**asdict(config), "runtime": asdict(runtime), "seed": seed, "world": rank.world}
         )
     summary = trainer.fit()
     summary["parameters"] = count_parameters(trainer.model)
-    if rank == 0:
+    if rank.rank == 0:
         for name in (checkpoint.BEST, checkpoint.LAST):
             tracker.log_artifact(out_dir / name, "checkpoints")
         model, _ = checkpoint.load_model(out_dir / checkpoint.BEST)
