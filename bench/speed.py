@@ -1,0 +1,326 @@
+"""HW4-scale speed on one GPU (issue: benchmarks in bench/).
+
+Measures, in one run on one device:
+  ingest      the `hw4` source (64,666 .pt files) into the packed feature store
+  throughput  training segments/s, peak memory and achieved TFLOP/s per tier at segment 128
+  validate    full-length validation of the valid split (5,667 utterances)
+  e2e         2,240,000 boss training segments from the store to a validated checkpoint
+  peer        the course sample recipe: per-file torch.load in a DataLoader (8 workers,
+              batch 32, padding -20) training the sample model, on the same files
+
+Usage: python bench/speed.py --data /tmp/hw4 --work /tmp/bench --out reports/bench/speed.json
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+
+from spkid.config import build
+from spkid.data.hw4 import load_hw4_tensor, make_synthetic_hw4, read_hw4
+from spkid.data.split import split_indices
+from spkid.data.store import extract, open_store, write_store
+from spkid.evaluate.infer import predict_logits
+from spkid.train.config import TierConfig, resolve_tier
+from spkid.train.data import DeviceData
+from spkid.train.loop import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+SEGMENT = 128
+E2E_SEGMENTS = 2_240_000  # the course sample's 70,000 steps of 32
+VALID_RATIO = 0.1  # 5,667 of 56,666
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def ingest(data: Path, store_dir: Path, workers: int) -> dict:
+    """The hw4 source into a store; seconds for listing, loading and writing."""
+    start = time.perf_counter()
+    pool, _, speaker2id, _ = read_hw4(data)
+    kept, arrays, _ = extract(pool, load_hw4_tensor, workers, "fail", "ingest")
+    write_store(store_dir, kept, arrays, speaker2id, {"source": {"name": "hw4"}})
+    return {"files": len(pool), "seconds": time.perf_counter() - start, "workers": workers}
+
+
+def tier_config(tier: str, batch: int, steps: int) -> TierConfig:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cfg = resolve_tier(params["tiers"], tier, "course")
+    recipe = replace(
+        cfg.recipe,
+        segment=SEGMENT,
+        batch=batch,
+        steps=steps,
+        warmup=min(cfg.recipe.warmup, steps - 1),
+        valid_every=steps,
+        checkpoint_every=steps,
+        log_every=steps,
+    )
+    return build(
+        TierConfig,
+        {"model": vars(cfg.model), "recipe": {**vars(recipe), "specaug": vars(recipe.specaug)}},
+        tier,
+    )
+
+
+def make_trainer(cfg, store, train, valid, out_dir, compile_model):
+    return Trainer(
+        cfg,
+        DeviceData(store, train, DEVICE),
+        DeviceData(store, valid, DEVICE),
+        store.speaker2id,
+        out_dir,
+        lambda m, s: None,
+        seed=0,
+        precision="bf16" if DEVICE.type == "cuda" else "fp32",
+        compile=compile_model,
+    )
+
+
+def throughput(cfg, store, train, valid, out_dir, compile_model, warmup=20, steps=100) -> dict:
+    """Segments/s of ``steps`` timed training steps after ``warmup``."""
+    t = make_trainer(cfg, store, train, valid, out_dir, compile_model)
+    c0 = time.perf_counter()
+    for _ in range(warmup):
+        t.train_step()
+    sync()
+    warm_s = time.perf_counter() - c0
+    flops = FlopCounterMode(display=False)
+    with flops:
+        t.train_step()
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        t.train_step()
+    sync()
+    seconds = time.perf_counter() - start
+    per_step = flops.get_total_flops()
+    return {
+        "batch": cfg.recipe.batch,
+        "compile": compile_model,
+        "segments_per_s": steps * cfg.recipe.batch / seconds,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE.type == "cuda" else None,
+        "tflops": per_step * steps / seconds / 1e12,
+        "warmup_s": warm_s,
+        "parameters": sum(p.numel() for p in t.model.parameters()),
+    }
+
+
+def validate_speed(cfg, store, train, valid, out_dir, repeats=3) -> dict:
+    t = make_trainer(cfg, store, train, valid, out_dir, False)
+    predict_logits(t.model, t.valid_data, cfg.recipe.valid_frames, t.precision)
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        logp = predict_logits(t.model, t.valid_data, cfg.recipe.valid_frames, t.precision)
+        logp.argmax(1).cpu()
+        times.append(time.perf_counter() - start)
+    return {
+        "utterances": len(valid),
+        "seconds": min(times),
+        "frames": int(store.lengths[valid].sum()),
+    }
+
+
+def end_to_end(cfg, store_dir, train, valid, out_dir, compile_model, segments: int) -> dict:
+    """Open the store, train ``segments`` segments, validate, write the checkpoint."""
+    start = time.perf_counter()
+    store = open_store(store_dir)
+    steps = segments // cfg.recipe.batch
+    cfg = replace(
+        cfg,
+        recipe=replace(
+            cfg.recipe,
+            steps=steps,
+            warmup=steps // 20,
+            valid_every=steps,
+            checkpoint_every=steps,
+            log_every=max(1, steps // 10),
+        ),
+    )
+    t = make_trainer(cfg, store, train, valid, out_dir, compile_model)
+    summary = t.fit()
+    sync()
+    return {
+        "seconds": time.perf_counter() - start,
+        "segments": steps * cfg.recipe.batch,
+        "steps": steps,
+        "batch": cfg.recipe.batch,
+        "valid_top1": summary["best_top1"],
+        "compile": compile_model,
+    }
+
+
+class CourseDataset(torch.utils.data.Dataset):
+    """The course sample's dataset: one torch.load per utterance, random 128-frame crop."""
+
+    def __init__(self, utterances, speaker2id):
+        self.items = [(u.path, speaker2id[u.speaker]) for u in utterances]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        path, label = self.items[i]
+        mel = torch.load(path, weights_only=True)
+        if len(mel) > SEGMENT:
+            start = np.random.randint(0, len(mel) - SEGMENT)
+            mel = mel[start : start + SEGMENT]
+        return mel, label
+
+
+def collate(batch):
+    mels, labels = zip(*batch)
+    return torch.nn.utils.rnn.pad_sequence(mels, batch_first=True, padding_value=-20), torch.tensor(
+        labels
+    )
+
+
+def peer(data: Path, steps: int, warmup: int = 30) -> dict:
+    """The course sample recipe, as the course wrote it, on the same files."""
+    pool, _, speaker2id, _ = read_hw4(data)
+    loader = torch.utils.data.DataLoader(
+        CourseDataset(pool, speaker2id),
+        batch_size=32,
+        shuffle=True,
+        num_workers=8,
+        drop_last=True,
+        pin_memory=True,
+        collate_fn=collate,
+        persistent_workers=True,
+    )
+    from spkid.models import ModelConfig, SpeakerNet
+
+    cfg = ModelConfig(
+        encoder="transformer",
+        d_model=80,
+        layers=1,
+        heads=2,
+        ffn=256,
+        dropout=0.1,
+        pooling="mean",
+        head="mlp",
+    )
+    model = SpeakerNet(cfg, 40, len(speaker2id)).to(DEVICE)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    it = iter(loader)
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync()
+            start = time.perf_counter()
+        try:
+            mels, labels = next(it)
+        except StopIteration:
+            it = iter(loader)
+            mels, labels = next(it)
+        mels, labels = mels.to(DEVICE, non_blocking=True), labels.to(DEVICE, non_blocking=True)
+        lengths = torch.full((len(mels),), mels.shape[1], device=DEVICE)
+        loss = torch.nn.functional.cross_entropy(model(mels, lengths), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sync()
+    return {"segments_per_s": steps * 32 / (time.perf_counter() - start), "batch": 32, "workers": 8}
+
+
+def device_info() -> dict:
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    return {
+        "device": torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": commit or os.environ.get("SPKID_COMMIT", ""),
+        "host": platform.node(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--data", type=Path, required=True, help="HW4-layout folder (generated if missing)"
+    )
+    ap.add_argument("--work", type=Path, required=True, help="scratch folder (store, checkpoints)")
+    ap.add_argument("--out", type=Path, required=True, help="results JSON")
+    ap.add_argument("--parts", default="ingest,throughput,validate,e2e,peer")
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--e2e-batch", type=int, default=1024)
+    ap.add_argument(
+        "--compile", default="", help="tiers also measured under torch.compile (boss: e2e too)"
+    )
+    ap.add_argument("--steps", type=int, default=100, help="timed steps per throughput figure")
+    ap.add_argument("--peer-steps", type=int, default=300)
+    ap.add_argument("--e2e-segments", type=int, default=E2E_SEGMENTS)
+    ap.add_argument(
+        "--synthetic", default="600,56666,8000", help="speakers,train,test if generated"
+    )
+    ap.add_argument("--tiers", default="simple,medium,strong,boss,beyond")
+    args = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    parts = args.parts.split(",")
+    results = {"info": device_info()}
+    if not (args.data / "metadata.json").exists():
+        start = time.perf_counter()
+        speakers, n_train, n_test = map(int, args.synthetic.split(","))
+        make_synthetic_hw4(args.data, n_speakers=speakers, n_train=n_train, n_test=n_test)
+        results["generate_s"] = time.perf_counter() - start
+    store_dir = args.work / "store"
+    if "ingest" in parts or not store_dir.exists():
+        results["ingest"] = ingest(args.data, store_dir, os.cpu_count())
+        print("ingest", results["ingest"], flush=True)
+    store = open_store(store_dir)
+    train, valid = split_indices(store.speakers, store.sessions, VALID_RATIO, seed=0)
+    boss = tier_config("boss", args.batch, 1000)
+    if "throughput" in parts:
+        results["throughput"] = {}
+        for tier in args.tiers.split(","):
+            for compile_model in [False] + [True] * (tier in args.compile.split(",")):
+                key = f"{tier}{'+compile' if compile_model else ''}"
+                cfg = tier_config(tier, args.batch, 1000)
+                results["throughput"][key] = throughput(
+                    cfg, store, train, valid, args.work / tier, compile_model, steps=args.steps
+                )
+                print(key, results["throughput"][key], flush=True)
+    if "validate" in parts:
+        results["validate"] = validate_speed(boss, store, train, valid, args.work / "v")
+        print("validate", results["validate"], flush=True)
+    if "e2e" in parts:
+        results["e2e"] = end_to_end(
+            tier_config("boss", args.e2e_batch, 1000),
+            store_dir,
+            train,
+            valid,
+            args.work / "e2e",
+            "boss" in args.compile.split(","),
+            args.e2e_segments,
+        )
+        print("e2e", results["e2e"], flush=True)
+    if "peer" in parts:
+        results["peer"] = peer(args.data, args.peer_steps)
+        print("peer", results["peer"], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
