@@ -288,6 +288,7 @@ def main() -> None:
     if "ingest" in parts or not store_dir.exists():
         results["ingest"] = ingest(args.data, store_dir, os.cpu_count())
         print("ingest", results["ingest"], flush=True)
+        save(args.out, results)
     store = open_store(store_dir)
     train, valid = split_indices(store.speakers, store.sessions, VALID_RATIO, seed=0)
     boss = tier_config("boss", args.batch, 1000)
@@ -301,9 +302,11 @@ def main() -> None:
                     cfg, store, train, valid, args.work / tier, compile_model, steps=args.steps
                 )
                 print(key, results["throughput"][key], flush=True)
+                save(args.out, results)
     if "validate" in parts:
         results["validate"] = validate_speed(boss, store, train, valid, args.work / "v")
         print("validate", results["validate"], flush=True)
+        save(args.out, results)
     if "e2e" in parts:
         results["e2e"] = end_to_end(
             tier_config("boss", args.e2e_batch, 1000),
@@ -315,11 +318,18 @@ def main() -> None:
             args.e2e_segments,
         )
         print("e2e", results["e2e"], flush=True)
+        save(args.out, results)
     if "peer" in parts:
         results["peer"] = peer(args.data, args.peer_steps)
         print("peer", results["peer"], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+        save(args.out, results)
+    save(args.out, results)
+
+
+def save(path: Path, results: dict) -> None:
+    """Write the results so far (each part saves, so a crash keeps what was measured)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The store is ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<root>/mlflow.db`` with the
 root from ``DVC_ROOT`` (so queued and ``--temp`` experiments log to the main repository);
-artifacts go to ``<root>/mlartifacts``. One run per tier per DVC experiment.
+artifacts go to ``<root>/mlartifacts``, except with a tracking server (an http(s) URI), which
+keeps (or proxies) them itself. One run per tier per DVC experiment.
 """
 
 import fcntl
@@ -40,14 +41,17 @@ def _locked(root):
 
 def experiment_id(root, name: str) -> str:
     """Point MLflow at ``root``'s store and return experiment ``name``'s id, creating it
-    (with an absolute artifact location) under a lock the first time."""
-    mlflow.set_tracking_uri(tracking_uri(root))
+    under a lock the first time: with an absolute artifact location for a local store, with
+    the server's own (e.g. proxied ``mlflow-artifacts:``) for a tracking server."""
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
     with _locked(root):
         client = MlflowClient()
         found = client.get_experiment_by_name(name)
         if found:
             return found.experiment_id
-        location = (Path(root).resolve() / ARTIFACTS_DIR).as_uri()
+        server = uri.startswith(("http://", "https://"))
+        location = None if server else (Path(root).resolve() / ARTIFACTS_DIR).as_uri()
         return client.create_experiment(name, artifact_location=location)
 
 

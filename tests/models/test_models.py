@@ -125,3 +125,17 @@ def test_model_config_rejects_bad_values_and_unknown_keys():
         build(ModelConfig, {**vars(config()), "depth": 3}, "model")
     with pytest.raises(ConfigError, match="odd"):
         config(kernel=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_toeplitz_depthwise_equals_conv1d(dtype):
+    from spkid.models.encoders import toeplitz_depthwise
+
+    x = torch.randn(3, 6, 40, dtype=dtype, requires_grad=True)
+    conv = torch.nn.Conv1d(6, 6, 7, padding=3, groups=6).to(dtype)
+    want = conv(x)
+    got = toeplitz_depthwise(x, conv.weight[:, 0, :], conv.bias)
+    torch.testing.assert_close(got, want)
+    (g1,) = torch.autograd.grad(want.square().sum(), conv.weight)
+    (g2,) = torch.autograd.grad(toeplitz_depthwise(x, conv.weight[:, 0, :], conv.bias).square().sum(), conv.weight)
+    torch.testing.assert_close(g1, g2)

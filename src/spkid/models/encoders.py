@@ -98,5 +98,38 @@ def _conv_module(module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
     pointwise, glu, depthwise, norm, act, out, drop = module.sequential
     h = module.layer_norm(x).permute(1, 2, 0)  # (B, D, T)
     h = glu(pointwise(h)).masked_fill(pad[:, None, :], 0.0)
-    h = masked_batch_norm(norm, depthwise(h), pad)
+    h = masked_batch_norm(norm, depthwise_conv(depthwise, h), pad)
     return drop(out(act(h))).permute(2, 0, 1)
+
+
+TOEPLITZ_MAX_FRAMES = 256  # beyond this the (C, T, T) kernel costs more than it saves
+
+
+def depthwise_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a depthwise 'same' Conv1d; on CUDA, for crops up to
+    TOEPLITZ_MAX_FRAMES frames, computed on tensor cores as one batched matmul.
+
+    x: (B, C, T) -> (B, C, T).
+    """
+    if not x.is_cuda or x.shape[-1] > TOEPLITZ_MAX_FRAMES:
+        return conv(x)
+    return toeplitz_depthwise(x, conv.weight[:, 0, :], conv.bias)
+
+
+def toeplitz_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Depthwise 'same' cross-correlation as a batched matmul with per-channel Toeplitz
+    matrices (PyTorch's native depthwise kernel is slow for long kernels on GPUs).
+
+    Args:
+        x: (B, C, T) input.
+        weight: (C, K) taps, K odd.
+        bias: (C,).
+
+    Returns:
+        (B, C, T), equal to ``F.conv1d(x, weight[:, None], bias, padding=K // 2, groups=C)``.
+    """
+    taps = weight.shape[1]
+    t = torch.arange(x.shape[-1], device=x.device)
+    tap = t[None, :] - t[:, None] + taps // 2  # (T_out, T_in): which tap links them
+    kernel = weight[:, tap.clamp(0, taps - 1)] * ((tap >= 0) & (tap < taps))  # (C, T, T)
+    return torch.einsum("cts,bcs->bct", kernel.to(x.dtype), x) + bias[None, :, None].to(x.dtype)

@@ -55,7 +55,12 @@ class MarginHead(nn.Module):
         )
 
     def forward(self, embedding: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, in_dim), (B,) or None -> (B, n_classes) scaled logits."""
+        """(B, in_dim), (B,) or None -> (B, n_classes) scaled logits, float32 (no autocast:
+        the margin arithmetic is sensitive to bf16 rounding)."""
+        with torch.autocast(embedding.device.type, enabled=False):
+            return self._logits(embedding, labels)
+
+    def _logits(self, embedding: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         cos = self.cosine(embedding)
         if labels is None:
             return self.scale * cos
