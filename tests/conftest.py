@@ -76,6 +76,18 @@ def run(cmd, cwd, **kw):
 @pytest.fixture
 def project(tmp_path):
     """A git + DVC copy of the pipeline (dvc.yaml, pipeline/, tiny params.yaml)."""
+    return make_project(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory):
+    """A tiny project after a whole `dvc repro` (shared by the tests that read it)."""
+    root = make_project(tmp_path_factory.mktemp("repro"))
+    run([sys.executable, "-m", "dvc", "repro"], root)
+    return root
+
+
+def make_project(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
     shutil.copy(REPO / "dvc.yaml", root)

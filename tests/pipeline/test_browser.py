@@ -8,7 +8,7 @@ import mlflow
 import pytest
 
 from tests.conftest import TINY_STEPS
-from tests.pipeline.test_repro import TIERS, reproduced  # noqa: F401  (the module fixture)
+from tests.pipeline.test_repro import TIERS
 from tests.pipeline.test_server import Server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def ui(reproduced):  # noqa: F811
+def ui(reproduced):
     """`mlflow ui` on the reproduced project's store; yields (base URL, experiment id)."""
     store = f"sqlite:///{reproduced / 'mlflow.db'}"
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")

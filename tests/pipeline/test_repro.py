@@ -14,15 +14,6 @@ from tests.conftest import TINY_STEPS, run
 TIERS = ["simple", "medium", "strong", "boss", "beyond"]
 
 
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory):
-    from tests.conftest import project as make  # the fixture's function body
-
-    root = make.__wrapped__(tmp_path_factory.mktemp("repro"))
-    run([sys.executable, "-m", "dvc", "repro"], root)
-    return root
-
-
 def runs(root):
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     return MlflowClient(), mlflow.search_runs(experiment_names=["spkid"], output_format="list")

@@ -142,6 +142,11 @@ RT60_DECAY_DB = 60.0
 SNR_DB = (5.0, 30.0)
 PINK_NOISE_PROB = 0.5
 EQ_TILT_MAX = 0.6
+# Channel colouring: peaking filters at centres in EQ_BAND_HZ, gains within +-EQ_BAND_GAIN_DB.
+EQ_BANDS = 2
+EQ_BAND_HZ = (150.0, 6000.0)
+EQ_BAND_GAIN_DB = 6.0
+EQ_BAND_Q = (0.7, 2.0)
 PEAK = (0.1, 0.95)
 
 
@@ -489,7 +494,29 @@ def record(x: np.ndarray, rng: np.random.Generator, sample_rate: int) -> np.ndar
     snr = rng.uniform(*SNR_DB)
     x = x + noise * _rms(x) / _rms(noise) * 10.0 ** (-snr / 20.0)
     x = signal.lfilter([1.0, -rng.uniform(-EQ_TILT_MAX, EQ_TILT_MAX)], [1.0], x)
+    x = signal.sosfilt(channel_eq_sos(rng, sample_rate), x)
     return x * rng.uniform(*PEAK) / np.max(np.abs(x))
+
+
+def channel_eq_sos(rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """A random channel colouring: EQ_BANDS peaking filters (RBJ cookbook) at log-uniform
+    centres, with random gains and Qs.
+
+    Args:
+        rng: the utterance's generator.
+        sample_rate: Hz.
+
+    Returns:
+        Second-order sections, shape (EQ_BANDS, 6).
+    """
+    low, high = np.log(EQ_BAND_HZ)
+    omega = 2.0 * np.pi * np.exp(rng.uniform(low, high, EQ_BANDS)) / sample_rate
+    amplitude = 10.0 ** (rng.uniform(-EQ_BAND_GAIN_DB, EQ_BAND_GAIN_DB, EQ_BANDS) / 40.0)
+    alpha = np.sin(omega) / (2.0 * rng.uniform(*EQ_BAND_Q, EQ_BANDS))
+    cos = -2.0 * np.cos(omega)
+    b = np.stack([1.0 + alpha * amplitude, cos, 1.0 - alpha * amplitude], 1)
+    a = np.stack([1.0 + alpha / amplitude, cos, 1.0 - alpha / amplitude], 1)
+    return np.concatenate([b, a], 1) / a[:, :1]
 
 
 def room_impulse(rng: np.random.Generator, sample_rate: int) -> np.ndarray:

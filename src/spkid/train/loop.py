@@ -80,6 +80,7 @@ class Trainer:
         precision: bf16 or fp32.
         compile: torch.compile the model.
         rank, world: data-parallel rank and size (1: plain training).
+        model: train this module (same interface) instead of the config's SpeakerNet.
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class Trainer:
         compile: bool = False,
         rank: int = 0,
         world: int = 1,
+        model: torch.nn.Module | None = None,
     ):
         self.config, self.recipe = config, config.recipe
         self.train_data, self.valid_data, self.speaker2id = train, valid, speaker2id
@@ -102,9 +104,8 @@ class Trainer:
         self.rank, self.world = rank, world
         self.device = train.device
         torch.manual_seed(seed)
-        self.model = SpeakerNet(config.model, train.frames.shape[1], len(speaker2id)).to(
-            self.device
-        )
+        model = model or SpeakerNet(config.model, train.frames.shape[1], len(speaker2id))
+        self.model = model.to(self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed + 1000 * rank)
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(

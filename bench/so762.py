@@ -1,0 +1,147 @@
+"""Accuracy on real speech: the so762 protocol (../shared/data/README.md), every tier beside
+the classical anchor and SpeechBrain's ECAPA-TDNN, on the same features.
+
+Per speaker the first 8 utterances (by name) are the training pool (the project's split
+carves one out for validation), the other 12 are test. Each model is scored on the test
+utterances at full length and on their centred 200-frame windows.
+
+Usage (one model per process, so several share a GPU; then merge):
+    python bench/so762.py --store /tmp/so762_store --model boss --out parts/boss.json
+    python bench/so762.py --merge parts/*.json --out reports/bench/so762.json
+Models: anchor, ecapa, and the tiers of params.yaml.
+"""
+
+import argparse
+import os
+import copy
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from spkid.data.split import split_indices
+from spkid.data.store import open_store
+from spkid.evaluate.infer import predict_logits
+from spkid.models.heads import MarginHead
+from spkid.train import checkpoint
+from spkid.train.data import DeviceData
+from spkid.train.loop import Trainer
+
+from bench.speed import DEVICE, tier_config
+
+POOL_PER_SPEAKER = 8
+WINDOW = 200
+STEPS = int(os.environ.get("SO762_STEPS", 4000))
+BATCH = 128
+VALID_RATIO = 1 / POOL_PER_SPEAKER
+
+
+def protocol(store) -> tuple:
+    """(train, valid, test) indices: first 8 per speaker by name form the pool."""
+    by_speaker = {}
+    for i in np.argsort(store.uids, kind="stable"):
+        by_speaker.setdefault(store.speakers[i], []).append(int(i))
+    pool = np.array(sorted(i for v in by_speaker.values() for i in v[:POOL_PER_SPEAKER]))
+    test = np.array(sorted(i for v in by_speaker.values() for i in v[POOL_PER_SPEAKER:]))
+    tr, va = split_indices([store.speakers[i] for i in pool], [store.sessions[i] for i in pool], VALID_RATIO, seed=0)
+    return pool[tr], pool[va], test
+
+
+def centred(data: DeviceData, frames: int) -> DeviceData:
+    """The same utterances cut to their centred ``frames``-frame windows."""
+    out = copy.copy(data)
+    out.offsets = data.offsets + (data.lengths - frames).clamp(min=0) // 2
+    out.lengths = data.lengths.clamp(max=frames)
+    return out
+
+
+def anchor(store, pool, test) -> dict:
+    """Per-utterance log-mel mean, std and delta std; standardised; logistic regression."""
+
+    def stats(indices, window):
+        rows = []
+        for i in indices:
+            x = np.asarray(store.features(i), dtype=np.float32)
+            if window:
+                start = max(0, (len(x) - window) // 2)
+                x = x[start : start + window]
+            rows.append(np.concatenate([x.mean(0), x.std(0), np.diff(x, axis=0).std(0)]))
+        return np.array(rows)
+
+    scaler = StandardScaler().fit(stats(pool, 0))
+    clf = LogisticRegression(C=1.0).fit(scaler.transform(stats(pool, 0)), store.labels[pool])
+    return {w: float((clf.predict(scaler.transform(stats(test, n))) == store.labels[test]).mean()) for w, n in (("full", 0), ("window", WINDOW))}
+
+
+class Ecapa(torch.nn.Module):
+    """SpeechBrain's ECAPA-TDNN (C 512, 1536, embedding 192) with an AAM head (s 30, m 0.2)."""
+
+    def __init__(self, n_mels: int, n_classes: int):
+        super().__init__()
+        import torchaudio
+
+        if not hasattr(torchaudio, "list_audio_backends"):  # speechbrain 1.0 asks at import;
+            torchaudio.list_audio_backends = lambda: []  # torchaudio 2.9+ dropped it
+        from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+        self.encoder = ECAPA_TDNN(n_mels, channels=[512, 512, 512, 512, 1536], lin_neurons=192)
+        self.head = MarginHead(192, n_classes, scale=30.0, margin=0.2, kind="angular")
+
+    def forward(self, feats, lengths, labels=None):
+        emb = self.encoder(feats, lengths.float() / feats.shape[1])[:, 0]
+        return self.head(emb, labels)
+
+
+def train_and_score(name: str, store, train, valid, test, work: Path) -> dict:
+    tier = "boss" if name == "ecapa" else name
+    cfg = tier_config(tier, BATCH, STEPS)
+    cfg = replace(cfg, recipe=replace(cfg.recipe, warmup=STEPS // 10, valid_every=STEPS // 8, log_every=STEPS // 8,
+                                      checkpoint_every=STEPS, segment=WINDOW if name == "ecapa" else cfg.recipe.segment))
+    model = Ecapa(store.n_mels, len(store.speaker2id)) if name == "ecapa" else None
+    data = {k: DeviceData(store, v, DEVICE) for k, v in (("train", train), ("valid", valid), ("test", test))}
+    t = Trainer(cfg, data["train"], data["valid"], store.speaker2id, work / name, lambda m, s: None, seed=0,
+                precision="bf16" if DEVICE.type == "cuda" else "fp32", model=model)
+    start = time.perf_counter()
+    summary = t.fit()
+    t.model.load_state_dict(checkpoint.load(work / name / checkpoint.BEST, DEVICE)["model"])
+    labels = data["test"].labels
+    scores = {}
+    for key, d in (("full", data["test"]), ("window", centred(data["test"], WINDOW))):
+        logp = predict_logits(t.model, d, cfg.recipe.valid_frames, t.precision)
+        scores[key] = float((logp.argmax(1) == labels).float().mean())
+    return {**scores, "valid_top1": summary["best_top1"], "train_s": time.perf_counter() - start,
+            "parameters": sum(p.numel() for p in t.model.parameters()), "segment": cfg.recipe.segment}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store")
+    ap.add_argument("--model")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/so762_work"))
+    ap.add_argument("--merge", nargs="*")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    if args.merge:
+        merged = {Path(p).stem: json.loads(Path(p).read_text()) for p in args.merge}
+        args.out.write_text(json.dumps(merged, indent=2) + "\n")
+        return
+    store = open_store(args.store)
+    train, valid, test = protocol(store)
+    if args.model == "anchor":
+        result = anchor(store, np.concatenate([train, valid]), test)
+    else:
+        result = train_and_score(args.model, store, train, valid, test, args.work)
+    result.update(device=torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu", date=time.strftime("%Y-%m-%d"),
+                  counts={"train": len(train), "valid": len(valid), "test": len(test)})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(args.model, json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""The so762 speakers' audio through the `audio_dir` source and the course front end into
+one feature store (run where ../shared/data is; the store then travels to the GPU).
+
+Usage: python bench/so762_features.py ../shared/data/so762-dev /tmp/so762_store
+"""
+
+import sys
+from functools import partial
+
+from spkid.data.frontend import FrontEnd, audio_features
+from spkid.data.sources import list_speaker_dirs
+from spkid.data.store import extract, write_store
+
+
+def main(audio_dir: str, store_dir: str) -> None:
+    utts = list_speaker_dirs(audio_dir)
+    speaker2id = {s: i for i, s in enumerate(sorted({u.speaker for u in utts}))}
+    fe = FrontEnd()
+    kept, arrays, rejected = extract(utts, partial(audio_features, fe=fe), 0, "skip", "so762")
+    meta = {"source": {"name": "audio_dir", "dir": audio_dir}, "frontend": fe.as_dict(), "rejected": rejected}
+    print(write_store(store_dir, kept, arrays, speaker2id, meta)["counts"], len(rejected), "rejected")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
