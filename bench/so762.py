@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -32,13 +33,19 @@ from spkid.train import checkpoint
 from spkid.train.data import DeviceData
 from spkid.train.loop import Trainer
 
-from bench.speed import DEVICE, tier_config
+from spkid.train.config import resolve_tier
+
+from bench.speed import DEVICE, ROOT, tier_config
 
 POOL_PER_SPEAKER = 8
 WINDOW = 200
 STEPS = int(os.environ.get("SO762_STEPS", 4000))
 BATCH = 128
 VALID_RATIO = 1 / POOL_PER_SPEAKER
+
+
+def load_tiers() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())["tiers"]
 
 
 def protocol(store) -> tuple:
@@ -99,9 +106,10 @@ class Ecapa(torch.nn.Module):
 
 def train_and_score(name: str, store, train, valid, test, work: Path) -> dict:
     tier = "boss" if name == "ecapa" else name
-    cfg = tier_config(tier, BATCH, STEPS)
-    cfg = replace(cfg, recipe=replace(cfg.recipe, warmup=STEPS // 10, valid_every=STEPS // 8, log_every=STEPS // 8,
-                                      checkpoint_every=STEPS, segment=WINDOW if name == "ecapa" else cfg.recipe.segment))
+    cfg = tier_config(tier, BATCH, STEPS)  # the tier's course model and recipe, at this budget
+    segment = WINDOW if name == "ecapa" else resolve_tier(load_tiers(), tier, "course").recipe.segment
+    cfg = replace(cfg, recipe=replace(cfg.recipe, segment=segment, warmup=STEPS // 10, valid_every=STEPS // 8, log_every=STEPS // 8,
+                                      checkpoint_every=STEPS))
     model = Ecapa(store.n_mels, len(store.speaker2id)) if name == "ecapa" else None
     data = {k: DeviceData(store, v, DEVICE) for k, v in (("train", train), ("valid", valid), ("test", test))}
     t = Trainer(cfg, data["train"], data["valid"], store.speaker2id, work / name, lambda m, s: None, seed=0,

@@ -127,21 +127,22 @@ SHIMMER = (0.02, 0.12)
 GLOTTAL_POLE = (0.90, 0.985)
 BREATHINESS = (0.03, 0.35)
 RATE = (0.75, 1.3)
-VOWEL_OFFSET_SD = 0.05
-BANDWIDTH_SCALE_SD = 0.2
+VOWEL_OFFSET_SD = 0.025
+BANDWIDTH_SCALE_SD = 0.15
 FRICATIVE_OFFSET_SD = 0.05
 
 # Recording session, per utterance: a room impulse with this probability, reverberation time
-# (s) and direct-to-reverberant gain; additive white or pink noise at an SNR (dB); a
-# first-order EQ tilt ``1 - a z^-1`` with ``|a| <= EQ_TILT_MAX``; the output peak level.
-ROOM_PROB = 0.5
+# (s) and reverberant-to-direct amplitude; additive white or pink noise at an SNR (dB); a
+# first-order EQ tilt ``1 - a z^-1`` with ``|a| <= EQ_TILT_MAX``; a channel colouring
+# (below); the output peak level.
+ROOM_PROB = 0.8
 ROOM_RT60_S = (0.05, 0.4)
-ROOM_REVERB_GAIN = (0.1, 0.5)
+ROOM_REVERB_GAIN = (0.3, 1.5)
 ROOM_PREDELAY_S = 0.002
 RT60_DECAY_DB = 60.0
-SNR_DB = (5.0, 30.0)
+SNR_DB = (3.0, 25.0)
 PINK_NOISE_PROB = 0.5
-EQ_TILT_MAX = 0.6
+EQ_TILT_MAX = 0.8
 # Channel colouring: peaking filters at centres in EQ_BAND_HZ, gains within +-EQ_BAND_GAIN_DB.
 EQ_BANDS = 2
 EQ_BAND_HZ = (150.0, 6000.0)
@@ -433,7 +434,7 @@ def synthesize(speaker: Speaker, rng: np.random.Generator, n: int, sample_rate: 
     voiced = glottal_source(speaker, rng, f0 / sample_rate)
     ramp = np.sin(0.5 * np.pi * (np.arange(2 * half) + 0.5) / (2 * half)) ** 2
     out = np.zeros(bounds[-1] + 2 * half)
-    for phone, start, stop in zip(phones, bounds[:-1], bounds[1:]):
+    for phone, start, stop in zip(phones, bounds[:-1], bounds[1:], strict=True):
         span = stop - start + 2 * half
         if phone.kind == "pause":
             continue
@@ -469,7 +470,8 @@ def _burst(
 
 def record(x: np.ndarray, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     """Put a clean utterance through a random recording session: maybe a room, additive
-    white or pink noise at a random SNR, a random EQ tilt and a random peak level.
+    white or pink noise at a random SNR, a random EQ tilt, a random channel colouring and a
+    random peak level.
 
     Args:
         x: clean waveform, shape (n,).

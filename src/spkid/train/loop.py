@@ -217,6 +217,8 @@ class Trainer:
         """Log mean loss and accuracy over the last ``steps`` steps, and throughput."""
         self.state.train_seconds += elapsed
         loss, acc = means.tolist()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} near step {self.state.step}: lower recipe.lr or raise recipe.warmup")
         rate = steps * self.recipe.batch * self.world / elapsed
         lr = self.scheduler.get_last_lr()[0]
         self._log(
