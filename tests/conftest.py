@@ -63,11 +63,17 @@ def tiny_params(params: dict) -> dict:
     return params
 
 
-def run(cmd, cwd, **kw):
-    """Run ``cmd`` in ``cwd`` with this venv first on PATH; fail loudly with its output."""
+def clean_env() -> dict:
+    """This environment with the venv first on PATH and no tracking URI (mlflow's
+    set_tracking_uri in an earlier test exports one)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    env.update(kw.pop("env", {}))
+    return env
+
+
+def run(cmd, cwd, **kw):
+    """Run ``cmd`` in ``cwd`` with this venv first on PATH; fail loudly with its output."""
+    env = {**clean_env(), **kw.pop("env", {})}
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done

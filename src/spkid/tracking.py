@@ -156,6 +156,14 @@ class NullRun:
         pass
 
 
+def _exists(run_id: str) -> bool:
+    try:
+        MlflowClient().get_run(run_id)
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
 def _last_step(run_id: str) -> int:
     client = MlflowClient()
     run = client.get_run(run_id)
@@ -185,6 +193,8 @@ def tier_run(
         system_metrics: log CPU/GPU/memory usage (psutil; pynvml on GPU).
     """
     exp = experiment_id(root, experiment)
+    if run_id and not _exists(run_id):
+        run_id = None  # the store changed since the interrupted training: start a new run
     name = f"{os.environ.get('DVC_EXP_NAME', 'workspace')}/{tier}"
     with mlflow.start_run(
         run_id=run_id,

@@ -11,7 +11,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run
+from tests.conftest import clean_env, run
 
 STEPS = 240
 KILL_AFTER_STEP = 48
@@ -26,7 +26,7 @@ def test_sigkill_then_repro_finishes_the_same_run(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run([sys.executable, "-m", "dvc", "repro", "split"], project)
 
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    env = clean_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train@simple"],
         cwd=project,
