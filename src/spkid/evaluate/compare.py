@@ -50,8 +50,10 @@ def markdown(rows: list, title: str) -> str:
         )
     lines += [
         "",
-        "Course Kaggle: the HW4 public-leaderboard score of the course's tier (600 "
-        "speakers, test set), for orientation; valid columns are measured on this run's data.",
+        (
+            "Course Kaggle: the HW4 public-leaderboard score of the course's tier (600 "
+            "speakers, test set), for orientation; valid columns are measured on this run's data."
+        ),
     ]
     return "\n".join(lines) + "\n"
 

@@ -22,7 +22,7 @@ def _scores(checkpoint, store_dir, indices, device: str, max_frames: int, crops:
     store = open_store(store_dir)
     indices = np.arange(len(store)) if indices is None else np.asarray(indices)
     data = DeviceData(store, indices, dev)
-    precision = ckpt["config"].get("precision", "bf16") if dev.type == "cuda" else "fp32"
+    precision = "bf16" if dev.type == "cuda" else "fp32"  # autocast only on GPUs
     logp = predict_logits(model, data, max_frames, precision, crops, segment)
     return logp.cpu().numpy(), data, ckpt
 
