@@ -17,12 +17,11 @@ from pathlib import Path
 
 import torch
 
+from bench.speed import tier_config
 from spkid.data.store import open_store
 from spkid.train import distributed
 from spkid.train.data import DeviceData
 from spkid.train.loop import Trainer
-
-from bench.speed import tier_config
 
 
 def trainer(cfg, store, split, rank, out_dir) -> Trainer:

@@ -8,10 +8,9 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from bench.speed import DEVICE, make_trainer, tier_config
 from spkid.data.split import split_indices
 from spkid.data.store import open_store
-
-from bench.speed import DEVICE, make_trainer, tier_config
 
 
 def main() -> None:

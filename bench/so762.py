@@ -7,14 +7,18 @@ utterances at full length and on their centred 200-frame windows.
 
 Usage (one model per process, so several share a GPU; then merge):
     python bench/so762.py --store /tmp/so762_store --model boss --out parts/boss.json
+    python bench/so762.py --store /tmp/so762_store --model boss --set recipe.lr=5e-4 --out parts/boss_lr.json
+    python bench/so762.py --ensemble parts/boss.npz parts/medium.npz --out parts/boss+medium.json
     python bench/so762.py --merge parts/*.json --out reports/bench/so762.json
-Models: anchor, ecapa, and the tiers of params.yaml.
+Models: anchor, ecapa, and the tiers of params.yaml (course profile; --set KEY=VALUE overrides
+one of its model or recipe fields, YAML-typed). Each trained model also writes its test
+log-probabilities beside --out (.npz); --ensemble scores the mean of several.
 """
 
 import argparse
-import os
 import copy
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,22 +29,22 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from bench.speed import DEVICE, ROOT, tier_config
+from spkid.config import build, merge
 from spkid.data.split import split_indices
 from spkid.data.store import open_store
 from spkid.evaluate.infer import predict_logits
 from spkid.models.heads import MarginHead
 from spkid.train import checkpoint
+from spkid.train.config import TierConfig, resolve_tier
 from spkid.train.data import DeviceData
 from spkid.train.loop import Trainer
 
-from spkid.train.config import resolve_tier
-
-from bench.speed import DEVICE, ROOT, tier_config
-
 POOL_PER_SPEAKER = 8
 WINDOW = 200
-STEPS = int(os.environ.get("SO762_STEPS", 4000))
+STEPS = int(os.environ.get("SO762_STEPS", "4000"))
 BATCH = 128
+TEST_CROPS = 10  # test-time crops of the training segment, scored beside full length
 VALID_RATIO = 1 / POOL_PER_SPEAKER
 
 
@@ -55,7 +59,9 @@ def protocol(store) -> tuple:
         by_speaker.setdefault(store.speakers[i], []).append(int(i))
     pool = np.array(sorted(i for v in by_speaker.values() for i in v[:POOL_PER_SPEAKER]))
     test = np.array(sorted(i for v in by_speaker.values() for i in v[POOL_PER_SPEAKER:]))
-    tr, va = split_indices([store.speakers[i] for i in pool], [store.sessions[i] for i in pool], VALID_RATIO, seed=0)
+    tr, va = split_indices(
+        [store.speakers[i] for i in pool], [store.sessions[i] for i in pool], VALID_RATIO, seed=0
+    )
     return pool[tr], pool[va], test
 
 
@@ -82,7 +88,10 @@ def anchor(store, pool, test) -> dict:
 
     scaler = StandardScaler().fit(stats(pool, 0))
     clf = LogisticRegression(C=1.0).fit(scaler.transform(stats(pool, 0)), store.labels[pool])
-    return {w: float((clf.predict(scaler.transform(stats(test, n))) == store.labels[test]).mean()) for w, n in (("full", 0), ("window", WINDOW))}
+    return {
+        w: float((clf.predict(scaler.transform(stats(test, n))) == store.labels[test]).mean())
+        for w, n in (("full", 0), ("window", WINDOW))
+    }
 
 
 class Ecapa(torch.nn.Module):
@@ -93,7 +102,7 @@ class Ecapa(torch.nn.Module):
         import torchaudio
 
         if not hasattr(torchaudio, "list_audio_backends"):  # speechbrain 1.0 asks at import;
-            torchaudio.list_audio_backends = lambda: []  # torchaudio 2.9+ dropped it
+            torchaudio.list_audio_backends = list  # torchaudio 2.9+ dropped it
         from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 
         self.encoder = ECAPA_TDNN(n_mels, channels=[512, 512, 512, 512, 1536], lin_neurons=192)
@@ -104,49 +113,146 @@ class Ecapa(torch.nn.Module):
         return self.head(emb, labels)
 
 
-def train_and_score(name: str, store, train, valid, test, work: Path) -> dict:
+def overrides(pairs: list) -> dict:
+    """["recipe.lr=5e-4", ...] -> {"recipe": {"lr": 0.0005}} ."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        *path, leaf = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = _value(value)
+    return out
+
+
+def _value(text: str):
+    """A number where the text is one (YAML 1.1 reads 5e-4 as a string), else YAML."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
+def bench_config(name: str, override: dict) -> TierConfig:
+    """The tier's course model and recipe at this benchmark's budget, then ``override``."""
     tier = "boss" if name == "ecapa" else name
-    cfg = tier_config(tier, BATCH, STEPS)  # the tier's course model and recipe, at this budget
-    segment = WINDOW if name == "ecapa" else resolve_tier(load_tiers(), tier, "course").recipe.segment
-    cfg = replace(cfg, recipe=replace(cfg.recipe, segment=segment, warmup=STEPS // 10, valid_every=STEPS // 8, log_every=STEPS // 8,
-                                      checkpoint_every=STEPS))
+    cfg = tier_config(tier, BATCH, STEPS)
+    recipe = replace(
+        cfg.recipe,
+        segment=resolve_tier(load_tiers(), tier, "course").recipe.segment,  # ECAPA: boss's crops
+        warmup=STEPS // 10,
+        valid_every=STEPS // 8,
+        log_every=STEPS // 8,
+        checkpoint_every=STEPS,
+    )
+    data = {"model": vars(cfg.model), "recipe": {**vars(recipe), "specaug": vars(recipe.specaug)}}
+    return build(TierConfig, merge(data, override), f"{name} --set")
+
+
+def train_and_score(
+    name: str, override: dict, seed: int, store, train, valid, test, work: Path
+) -> tuple:
+    """Train ``name`` and score the test set, whole and in test-time crops of the training
+    segment. Returns (result, {"full", "window", "full_crops", "window_crops"} log-probs)."""
+    cfg = bench_config(name, override)
     model = Ecapa(store.n_mels, len(store.speaker2id)) if name == "ecapa" else None
-    data = {k: DeviceData(store, v, DEVICE) for k, v in (("train", train), ("valid", valid), ("test", test))}
-    t = Trainer(cfg, data["train"], data["valid"], store.speaker2id, work / name, lambda m, s: None, seed=0,
-                precision="bf16" if DEVICE.type == "cuda" else "fp32", model=model)
+    data = {
+        k: DeviceData(store, v, DEVICE)
+        for k, v in (("train", train), ("valid", valid), ("test", test))
+    }
+    t = Trainer(
+        cfg,
+        data["train"],
+        data["valid"],
+        store.speaker2id,
+        work,
+        lambda m, s: None,
+        seed=seed,
+        precision="bf16" if DEVICE.type == "cuda" else "fp32",
+        model=model,
+    )
     start = time.perf_counter()
     summary = t.fit()
-    t.model.load_state_dict(checkpoint.load(work / name / checkpoint.BEST, DEVICE)["model"])
-    labels = data["test"].labels
-    scores = {}
+    t.model.load_state_dict(checkpoint.load(work / checkpoint.BEST, DEVICE)["model"])
+    logps = {}
     for key, d in (("full", data["test"]), ("window", centred(data["test"], WINDOW))):
-        logp = predict_logits(t.model, d, cfg.recipe.valid_frames, t.precision)
-        scores[key] = float((logp.argmax(1) == labels).float().mean())
-    return {**scores, "valid_top1": summary["best_top1"], "train_s": time.perf_counter() - start,
-            "parameters": sum(p.numel() for p in t.model.parameters()), "segment": cfg.recipe.segment}
+        for suffix, crops in (("", 0), ("_crops", TEST_CROPS)):
+            logp = predict_logits(
+                t.model, d, cfg.recipe.valid_frames, t.precision, crops, cfg.recipe.segment
+            )
+            logps[key + suffix] = logp.cpu().numpy()
+    result = {
+        **top1(logps, store.labels[test]),
+        "valid_top1": summary["best_top1"],
+        "train_s": time.perf_counter() - start,
+        "parameters": sum(p.numel() for p in t.model.parameters()),
+        "segment": cfg.recipe.segment,
+        "set": override,
+    }
+    return result, logps
+
+
+def top1(logps: dict, labels: np.ndarray) -> dict:
+    """{key: top-1} of {key: (U, C) log-probabilities}."""
+    return {key: float((logp.argmax(1) == labels).mean()) for key, logp in logps.items()}
+
+
+def ensemble(paths: list) -> dict:
+    """Top-1 of the mean log-probabilities of several models' .npz files."""
+    parts = [np.load(p) for p in paths]
+    keys = set.intersection(*(set(p.files) - {"labels"} for p in parts))
+    mean = {key: np.mean([p[key] for p in parts], axis=0) for key in sorted(keys)}
+    return {**top1(mean, parts[0]["labels"]), "members": [Path(p).stem for p in paths]}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--store")
     ap.add_argument("--model")
     ap.add_argument("--work", type=Path, default=Path("/tmp/so762_work"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--merge", nargs="*")
+    ap.add_argument("--ensemble", nargs="*")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if args.merge:
         merged = {Path(p).stem: json.loads(Path(p).read_text()) for p in args.merge}
         args.out.write_text(json.dumps(merged, indent=2) + "\n")
         return
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.ensemble:
+        result = ensemble(args.ensemble)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print("ensemble", json.dumps(result), flush=True)
+        return
     store = open_store(args.store)
     train, valid, test = protocol(store)
     if args.model == "anchor":
         result = anchor(store, np.concatenate([train, valid]), test)
     else:
-        result = train_and_score(args.model, store, train, valid, test, args.work)
-    result.update(device=torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu", date=time.strftime("%Y-%m-%d"),
-                  counts={"train": len(train), "valid": len(valid), "test": len(test)})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+        result, logps = train_and_score(
+            args.model,
+            overrides(args.set),
+            args.seed,
+            store,
+            train,
+            valid,
+            test,
+            args.work / args.out.stem,
+        )
+        result["seed"] = args.seed
+        np.savez(args.out.with_suffix(".npz"), labels=store.labels[test], **logps)
+    result.update(
+        device=torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu",
+        date=time.strftime("%Y-%m-%d"),
+        counts={"train": len(train), "valid": len(valid), "test": len(test)},
+    )
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(args.model, json.dumps(result), flush=True)
 

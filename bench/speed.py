@@ -240,7 +240,7 @@ def peer(data: Path, steps: int, warmup: int = 30) -> dict:
 
 def device_info() -> dict:
     commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
     return {
         "device": torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu",

@@ -74,7 +74,7 @@ def clean_env() -> dict:
 def run(cmd, cwd, **kw):
     """Run ``cmd`` in ``cwd`` with this venv first on PATH; fail loudly with its output."""
     env = {**clean_env(), **kw.pop("env", {})}
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    done = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 

@@ -27,7 +27,7 @@ def test_split_groups_sessions():
 
 def test_split_keeps_a_training_utterance_for_every_speaker():
     speakers = ["a", "b", "b", "c", "c", "c"]
-    train, valid = split_indices(speakers, speakers, 0.9, seed=0)
+    train, _valid = split_indices(speakers, speakers, 0.9, seed=0)
     assert {speakers[i] for i in train} == {"a", "b", "c"}
 
 

@@ -137,5 +137,7 @@ def test_toeplitz_depthwise_equals_conv1d(dtype):
     got = toeplitz_depthwise(x, conv.weight[:, 0, :], conv.bias)
     torch.testing.assert_close(got, want)
     (g1,) = torch.autograd.grad(want.square().sum(), conv.weight)
-    (g2,) = torch.autograd.grad(toeplitz_depthwise(x, conv.weight[:, 0, :], conv.bias).square().sum(), conv.weight)
+    (g2,) = torch.autograd.grad(
+        toeplitz_depthwise(x, conv.weight[:, 0, :], conv.bias).square().sum(), conv.weight
+    )
     torch.testing.assert_close(g1, g2)

@@ -5,7 +5,6 @@ import json
 import sys
 
 import mlflow
-import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -81,7 +80,7 @@ def test_repro_honours_the_mlflow_contract(reproduced):
 def test_logged_model_loads_and_scores(reproduced):
     import torch
 
-    client, found = runs(reproduced)
+    _client, found = runs(reproduced)
     boss = next(r for r in found if r.data.tags["tier"] == "boss")
     models = mlflow.search_logged_models(
         experiment_ids=[boss.info.experiment_id], output_format="list"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from spkid.config import ConfigError
+from spkid.config import ConfigError, merge
 from spkid.data.split import split_indices
 from spkid.data.store import open_store
 from spkid.train import checkpoint
@@ -49,11 +49,12 @@ class Recorder:
         self.rows.append((step, metrics))
 
 
-def trainer(store_dir, out_dir, log, seed=0):
+def trainer(store_dir, out_dir, log, seed=0, recipe=None):
     store = open_store(store_dir)
     train, valid = split_indices(store.speakers, store.sessions, 0.2, seed=0)
     cpu = torch.device("cpu")
-    cfg = resolve_tier(TIERS, "t", "demo")
+    tiers = {"t": merge(TIERS["t"], {"demo": {"recipe": recipe or {}}})}
+    cfg = resolve_tier(tiers, "t", "demo")
     return Trainer(
         cfg,
         DeviceData(store, train, cpu),
@@ -75,6 +76,19 @@ def test_profile_overrides_merge_into_the_tier():
         resolve_tier(TIERS, "nope", "demo")
     with pytest.raises(ConfigError, match="profile"):
         resolve_tier(TIERS, "t", "huge")
+
+
+def test_grad_clip_bounds_the_gradient_norm(tiny_store, tmp_path):
+    norms = {}
+    for clip in (0.0, 1e-3):
+        t = trainer(tiny_store, tmp_path / str(clip), Recorder(), recipe={"grad_clip": clip})
+        t.train_step()
+        grads = [p.grad for p in t.model.parameters() if p.grad is not None]
+        norms[clip] = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+    assert norms[0.0] > 1e-2
+    assert norms[1e-3] <= 1e-3 * 1.001
+    with pytest.raises(ConfigError, match="grad_clip"):
+        trainer(tiny_store, tmp_path / "bad", Recorder(), recipe={"grad_clip": -1.0})
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero():
@@ -144,7 +158,7 @@ def test_resume_continues_exactly(tiny_store, tmp_path):
     ref.fit()
     for k, v in ref.model.state_dict().items():
         torch.testing.assert_close(final[k], v)
-    assert [s for s, _ in second_log.rows][0] > 20
+    assert next(s for s, _ in second_log.rows) > 20
 
 
 def test_checkpoint_rebuilds_its_model(tiny_store, tmp_path):

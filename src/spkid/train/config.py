@@ -34,6 +34,7 @@ class Recipe:
         checkpoint_every: steps between last-checkpoint writes.
         valid_frames: frames per full-length validation batch.
         specaug: SpecAugment masks.
+        grad_clip: largest gradient norm before each step (0: no clipping).
     """
 
     segment: int
@@ -48,11 +49,13 @@ class Recipe:
     checkpoint_every: int = 500
     valid_frames: int = 65536
     specaug: SpecAugment = field(default_factory=SpecAugment)
+    grad_clip: float = 0.0
 
     def __post_init__(self):
         for name in ("segment", "batch", "steps", "valid_every", "log_every", "checkpoint_every"):
             check(getattr(self, name) > 0, f"recipe.{name}", "must be positive")
         check(0 <= self.warmup < self.steps, "recipe.warmup", f"must be in [0, steps={self.steps})")
+        check(self.grad_clip >= 0, "recipe.grad_clip", "must be >= 0 (0: no clipping)")
 
 
 @dataclass(frozen=True)

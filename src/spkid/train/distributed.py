@@ -24,6 +24,9 @@ class Rank:
     local: int = 0
 
 
+SINGLE = Rank()  # one process, no torchrun
+
+
 def under_torchrun() -> bool:
     """True inside a torchrun worker."""
     return "LOCAL_RANK" in os.environ

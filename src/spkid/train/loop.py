@@ -169,6 +169,8 @@ class Trainer:
         loss = F.cross_entropy(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if r.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip, foreach=True)
         self.optimizer.step()
         self.scheduler.step()
         return loss.detach(), (logits.argmax(1) == labels).float().mean()
@@ -218,7 +220,9 @@ class Trainer:
         self.state.train_seconds += elapsed
         loss, acc = means.tolist()
         if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss} near step {self.state.step}: lower recipe.lr or raise recipe.warmup")
+            raise FloatingPointError(
+                f"training loss is {loss} near step {self.state.step}: lower recipe.lr or raise recipe.warmup"
+            )
         rate = steps * self.recipe.batch * self.world / elapsed
         lr = self.scheduler.get_last_lr()[0]
         self._log(

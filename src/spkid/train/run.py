@@ -11,7 +11,7 @@ from spkid.models import count_parameters
 from spkid.train import checkpoint
 from spkid.train.config import Runtime, TierConfig
 from spkid.train.data import DeviceData
-from spkid.train.distributed import Rank
+from spkid.train.distributed import SINGLE, Rank
 from spkid.train.loop import Trainer
 
 RUN_ID_FILE = "run_id"
@@ -42,7 +42,7 @@ def train_tier(
     out_dir,
     tracker,
     seed: int,
-    rank: Rank = Rank(),
+    rank: Rank = SINGLE,
 ) -> dict:
     """Train one tier, resuming from ``out_dir/last.pt`` when present.
 
