@@ -13,6 +13,11 @@ def main() -> None:
     reports = Path(params["paths"]["reports"])
     tiers = list(params["tiers"])
     train = {t: json.loads((reports / "train" / t / "summary.json").read_text()) for t in tiers}
+    members = params["ensemble"]["members"]
+    train["ensemble"] = {
+        k: sum(train[m][k] for m in members) for k in ("parameters", "train_seconds", "steps")
+    }
+    tiers.append("ensemble")  # its cost: the sum of its members'
     valid = {t: json.loads((reports / "validate" / t / "metrics.json").read_text()) for t in tiers}
     rows = tier_rows(tiers, train, valid, params["compare"]["course_kaggle"])
     title = f"spkid tiers: source {params['source']['name']}, profile {params['profile']}"

@@ -15,7 +15,7 @@ def main(tier: str) -> None:
     model_dir = Path(paths["models"]) / tier
     out_file = Path(paths["reports"]) / "predict" / tier / "submission.csv"
     predict(
-        model_dir / "best.pt",
+        [model_dir / "best.pt"],
         paths["features"] + "/test",
         out_file,
         device=params["train"]["device"],

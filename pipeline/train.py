@@ -1,4 +1,5 @@
-"""Stage `train@<tier>`: train one tier, logging to MLflow; resumes after a kill.
+"""Stage `train@<tier>`: train one tier, logging to MLflow; resumes after a kill (the same
+training only: changed params or data start afresh, in a new MLflow run).
 
 With ``train.devices > 1`` the stage re-launches itself under torchrun (data-parallel).
 """
@@ -6,6 +7,7 @@ With ``train.devices > 1`` the stage re-launches itself under torchrun (data-par
 import contextlib
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.params import load_params, repo_root
@@ -14,7 +16,7 @@ from spkid.atomic import write_csv, write_json, write_text
 from spkid.config import build
 from spkid.train import distributed
 from spkid.train.config import Runtime, resolve_tier
-from spkid.train.run import RUN_ID_FILE, read_run_id, train_tier
+from spkid.train.run import RUN_ID_FILE, discard_if_changed, read_run_id, train_tier
 
 
 def main(tier: str) -> None:
@@ -22,12 +24,15 @@ def main(tier: str) -> None:
     paths = params["paths"]
     config = resolve_tier(params["tiers"], tier, params["profile"])
     runtime = build(Runtime, params["train"], "train")
-    if runtime.devices > 1 and not distributed.under_torchrun():
-        sys.exit(distributed.relaunch(runtime.devices, "pipeline.train", [tier]))
-    rank = distributed.init(runtime.device)
     out_dir = Path(paths["models"]) / tier
     store = paths["features"] + "/train"
     digest = json.loads(Path(store, "meta.json").read_text())["digest"]
+    if not distributed.under_torchrun():  # changed params or data: no resume, a new run
+        settings = {"tier": asdict(config), "seed": params["seed"], "digest": digest}
+        discard_if_changed(out_dir, settings)
+    if runtime.devices > 1 and not distributed.under_torchrun():
+        sys.exit(distributed.relaunch(runtime.devices, "pipeline.train", [tier]))
+    rank = distributed.init(runtime.device)
     stage = f"train@{tier}"
     with (
         tracking.tier_run(

@@ -15,7 +15,7 @@ def main(tier: str) -> None:
     model_dir = Path(paths["models"]) / tier
     out_dir = Path(paths["reports"]) / "validate" / tier
     metrics = validate(
-        model_dir / "best.pt",
+        [model_dir / "best.pt"],
         paths["features"] + "/train",
         paths["split"],
         out_dir,

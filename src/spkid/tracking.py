@@ -212,21 +212,21 @@ def connect(root, run_id: str) -> Run:
     return Run(run_id)
 
 
-def log_comparison(root, experiment: str, rows: list, files: list) -> None:
-    """One ``<exp>/compare`` run holding every tier's figures and the comparison files."""
+def log_stage_run(root, experiment: str, stage: str, metrics: dict, files: list) -> None:
+    """One ``<exp>/<stage>`` run (tier tag ``stage``) holding ``metrics`` and ``files``: the
+    stages that have no training run of their own (compare, ensemble)."""
     exp = experiment_id(root, experiment)
-    name = f"{os.environ.get('DVC_EXP_NAME', 'workspace')}/compare"
-    with mlflow.start_run(experiment_id=exp, run_name=name, log_system_metrics=False):
-        mlflow.set_tags(
-            {
-                "tier": "compare",
-                "dvc.exp_name": os.environ.get("DVC_EXP_NAME", "workspace"),
-                "dvc.stage": "compare",
-            }
-        )
-        for r in rows:
-            mlflow.log_metrics(
-                {f"{r['tier']}/top1": r["top1"], f"{r['tier']}/macro_f1": r["macro_f1"]}
-            )
+    exp_name = os.environ.get("DVC_EXP_NAME", "workspace")
+    with mlflow.start_run(
+        experiment_id=exp, run_name=f"{exp_name}/{stage}", log_system_metrics=False
+    ):
+        mlflow.set_tags({"tier": stage, "dvc.exp_name": exp_name, "dvc.stage": stage})
+        mlflow.log_metrics(metrics)
         for f in files:
             mlflow.log_artifact(str(f))
+
+
+def log_comparison(root, experiment: str, rows: list, files: list) -> None:
+    """One ``<exp>/compare`` run holding every tier's figures and the comparison files."""
+    metrics = {f"{r['tier']}/{k}": r[k] for r in rows for k in ("top1", "macro_f1")}
+    log_stage_run(root, experiment, "compare", metrics, files)

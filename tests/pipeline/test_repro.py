@@ -33,8 +33,12 @@ def test_repro_writes_every_output(reproduced):
         assert rows[0] == ["Id", "Category"] and len(rows) == 1 + 8
         assert {r[1] for r in rows[1:]} <= {f"spk{i:03d}" for i in range(4)} | {"spk000"}
         assert (root / f"reports/validate/{tier}/worst_speakers.png").stat().st_size > 1000
+    ensemble = json.loads((root / "reports/validate/ensemble/metrics.json").read_text())
+    assert set(ensemble) >= {"top1", "loss"}
+    with open(root / "reports/predict/ensemble/submission.csv") as f:
+        assert len(list(csv.reader(f))) == 1 + 8
     table = (root / "reports/tiers.md").read_text()
-    assert all(f"| {t} |" in table for t in TIERS)
+    assert all(f"| {t} |" in table for t in [*TIERS, "ensemble"])
     status = run([sys.executable, "-m", "dvc", "status"], root).stdout
     assert "up to date" in status
 
@@ -42,8 +46,13 @@ def test_repro_writes_every_output(reproduced):
 def test_repro_honours_the_mlflow_contract(reproduced):
     client, found = runs(reproduced)
     by_tier = {r.data.tags["tier"]: r for r in found}
-    assert sorted(by_tier) == sorted([*TIERS, "compare"])
-    assert len(found) == len(TIERS) + 1  # one run per tier, no duplicates
+    assert sorted(by_tier) == sorted([*TIERS, "compare", "ensemble"])
+    assert len(found) == len(TIERS) + 2  # one run per tier, no duplicates
+    assert "validate/top1" in by_tier["ensemble"].data.metrics
+    assert {a.path for a in client.list_artifacts(by_tier["ensemble"].info.run_id)} >= {
+        "submission.csv",
+        "confusion.json",
+    }
     for tier in TIERS:
         r = by_tier[tier]
         tags = r.data.tags

@@ -1,4 +1,5 @@
-"""A training killed with SIGKILL restarts from its last checkpoint and continues its run."""
+"""A training killed with SIGKILL restarts from its last checkpoint and continues its run;
+changed params train afresh in a new run."""
 
 import os
 import signal
@@ -59,6 +60,15 @@ def test_sigkill_then_repro_finishes_the_same_run(project):
     assert [m.step for m in client.get_metric_history(found[0].info.run_id, "train/loss")] == list(
         range(4, STEPS + 1, 4)
     )
+
+    params["tiers"]["simple"]["demo"]["recipe"]["lr"] = 2e-3  # another training: no resume
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([sys.executable, "-m", "dvc", "repro", "train@simple"], project)
+    found = mlflow.search_runs(experiment_names=["spkid"], output_format="list")
+    assert len(found) == 2, "changed params must start a new MLflow run"
+    new = next(r for r in found if r.data.params["recipe.lr"] == "0.002")
+    steps = [m.step for m in client.get_metric_history(new.info.run_id, "train/loss")]
+    assert steps == list(range(4, STEPS + 1, 4)), "it must train from step 0"
 
 
 def _step(path) -> int:

@@ -16,19 +16,37 @@ from spkid.train.run import pick_device
 WORST_SPEAKERS = 20
 
 
-def _scores(checkpoint, store_dir, indices, device: str, max_frames: int, crops: int, segment: int):
+def _scores(
+    checkpoints: list, store_dir, indices, device: str, max_frames: int, crops: int, segment: int
+):
+    """Log-probabilities of one checkpoint, or of several averaged (a tier ensemble).
+
+    Returns:
+        ((U, C) log-probabilities, the scored DeviceData, the first checkpoint).
+    """
     dev = pick_device(device)
-    model, ckpt = load_model(checkpoint, dev)
     store = open_store(store_dir)
     indices = np.arange(len(store)) if indices is None else np.asarray(indices)
     data = DeviceData(store, indices, dev)
     precision = "bf16" if dev.type == "cuda" else "fp32"  # autocast only on GPUs
-    logp = predict_logits(model, data, max_frames, precision, crops, segment)
-    return logp.cpu().numpy(), data, ckpt
+    total, first = 0.0, None
+    for path in checkpoints:
+        model, ckpt = load_model(path, dev)
+        first = first or (path, ckpt)
+        if ckpt["speaker2id"] != first[1]["speaker2id"]:
+            raise ValueError(
+                f"{path}: its speakers differ from those of {first[0]}; an ensemble needs models of one store"
+            )
+        total = total + predict_logits(model, data, max_frames, precision, crops, segment)
+    logp = (total / len(checkpoints)).log_softmax(-1)  # mean log-probability, renormalised
+    return logp.cpu().numpy(), data, first[1]
 
 
-def validate(checkpoint, store_dir, split_file, out_dir, device="auto", max_frames=65536) -> dict:
-    """Full-length metrics of ``checkpoint`` on the valid split, with a confusion summary.
+def validate(
+    checkpoints: list, store_dir, split_file, out_dir, device="auto", max_frames=65536
+) -> dict:
+    """Full-length metrics of a checkpoint (or several, averaged) on the valid split, with a
+    confusion summary.
 
     Writes into ``out_dir``: metrics.json, confusion.json (most-confused pairs),
     per_speaker.csv, predictions.csv (actual, predicted: DVC's confusion plot) and
@@ -38,7 +56,7 @@ def validate(checkpoint, store_dir, split_file, out_dir, device="auto", max_fram
         the metrics (top1, top5, macro_f1, loss, utterances).
     """
     valid = json.loads(Path(split_file).read_text())["valid"]
-    logp, data, ckpt = _scores(checkpoint, store_dir, valid, device, max_frames, 0, 0)
+    logp, data, ckpt = _scores(checkpoints, store_dir, valid, device, max_frames, 0, 0)
     labels = data.labels.cpu().numpy()
     names = [s for s, _ in sorted(ckpt["speaker2id"].items(), key=lambda kv: kv[1])]
     metrics = {**classification_metrics(logp, labels), "utterances": len(labels)}
@@ -64,17 +82,18 @@ def validate(checkpoint, store_dir, split_file, out_dir, device="auto", max_fram
 
 
 def predict(
-    checkpoint, store_dir, out_file, device="auto", max_frames=65536, crops=0, segment=0
+    checkpoints: list, store_dir, out_file, device="auto", max_frames=65536, crops=0, segment=0
 ) -> int:
     """Write the Kaggle submission (``Id,Category``) for every utterance of the test store.
 
     Args:
+        checkpoints: one checkpoint, or several whose log-probabilities are averaged.
         crops, segment: 0 scores full length; N > 0 averages N crops of ``segment`` frames.
 
     Returns:
         the number of rows written.
     """
-    logp, data, ckpt = _scores(checkpoint, store_dir, None, device, max_frames, crops, segment)
+    logp, data, ckpt = _scores(checkpoints, store_dir, None, device, max_frames, crops, segment)
     id2speaker = {i: s for s, i in ckpt["speaker2id"].items()}
     rows = [[uid, id2speaker[int(k)]] for uid, k in zip(data.uids, logp.argmax(1))]
     write_csv(out_file, ["Id", "Category"], rows)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from spkid.atomic import write_json
 from spkid.data.store import open_store
 from spkid.models import count_parameters
 from spkid.train import checkpoint
@@ -15,6 +16,7 @@ from spkid.train.distributed import SINGLE, Rank
 from spkid.train.loop import Trainer
 
 RUN_ID_FILE = "run_id"
+SETTINGS_FILE = "settings.json"  # what trained the checkpoints beside it
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -24,6 +26,28 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda":
         name = f"cuda:{local_rank}"
     return torch.device(name)
+
+
+def discard_if_changed(out_dir, settings: dict) -> bool:
+    """Delete what a training with other ``settings`` left in ``out_dir`` (checkpoints, run id),
+    so that only the same training resumes; then record ``settings``.
+
+    Args:
+        out_dir: the tier's checkpoint folder (DVC keeps it between runs).
+        settings: JSON-able description of the training (resolved tier, seed, data digest).
+
+    Returns:
+        True when something was deleted.
+    """
+    out_dir, settings = Path(out_dir), json.loads(json.dumps(settings))
+    path = out_dir / SETTINGS_FILE
+    old = json.loads(path.read_text()) if path.exists() else None
+    leftovers = [out_dir / n for n in (checkpoint.LAST, checkpoint.BEST, RUN_ID_FILE)]
+    stale = old != settings and any(p.exists() for p in leftovers)
+    for p in leftovers if stale else ():
+        p.unlink(missing_ok=True)
+    write_json(path, settings)
+    return stale
 
 
 def read_run_id(out_dir) -> str | None:
