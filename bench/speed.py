@@ -47,12 +47,15 @@ def sync() -> None:
 
 
 def ingest(data: Path, store_dir: Path, workers: int) -> dict:
-    """The hw4 source into a store; seconds for listing, loading and writing."""
+    """The hw4 source (training pool and test set) into two stores, as the features stage
+    does; seconds for listing, loading and writing."""
     start = time.perf_counter()
-    pool, _, speaker2id, _ = read_hw4(data)
-    kept, arrays, _ = extract(pool, load_hw4_tensor, workers, "fail", "ingest")
-    write_store(store_dir, kept, arrays, speaker2id, {"source": {"name": "hw4"}})
-    return {"files": len(pool), "seconds": time.perf_counter() - start, "workers": workers}
+    pool, test, speaker2id, _ = read_hw4(data)
+    for utts, folder in ((pool, store_dir), (test, store_dir.with_name("test_store"))):
+        kept, arrays, _ = extract(utts, load_hw4_tensor, workers, "fail", "ingest")
+        write_store(folder, kept, arrays, speaker2id, {"source": {"name": "hw4"}})
+    seconds = time.perf_counter() - start
+    return {"files": len(pool) + len(test), "seconds": seconds, "workers": workers}
 
 
 def tier_config(tier: str, batch: int, steps: int) -> TierConfig:
