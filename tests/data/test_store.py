@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from spkid.data.errors import InputError
-from spkid.data.store import extract, open_store, write_store
+from spkid.data.store import MAX_CHUNK, chunk_size, extract, open_store, write_store
 from spkid.data.utterance import Utterance
 from tests.conftest import make_store
 
@@ -57,3 +57,11 @@ def test_write_store_replaces_whole_folder_atomically(tmp_path):
     assert not (folder / "stale.txt").exists()
     assert len(open_store(folder)) == 1
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_chunk_size_spreads_paths_over_every_worker():
+    assert chunk_size(3, 8) == 1
+    assert chunk_size(64_666, 16) == MAX_CHUNK
+    for n, workers in ((1_000, 16), (10_000, 2), (40, 2)):
+        size = chunk_size(n, workers)
+        assert 1 <= size <= MAX_CHUNK and -(-n // size) >= 4 * workers

@@ -31,7 +31,7 @@ MAPPING_FILE = "mapping.json"
 META_FILE = "meta.json"
 TABLE_COLUMNS = ("uid", "speaker", "session", "offset", "frames", "source")
 STORE_DTYPE = np.float16
-CHUNKSIZE = 16
+MAX_CHUNK = 256  # paths per task: few enough tasks that the pool's bookkeeping stays small
 ON_ERROR = ("fail", "skip")
 
 
@@ -127,10 +127,8 @@ def extract(
     workers = workers or os.cpu_count()
     paths = [u.path for u in utterances]
     kept, arrays, rejected = [], [], []
-    # forkserver: a fork of a process that has run torch's thread pools can hang
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-        results = pool.map(_bind(loader), paths, chunksize=CHUNKSIZE)
+    with ProcessPoolExecutor(workers, mp_context=_context(loader), initializer=_one_thread) as pool:
+        results = pool.map(_bind(loader), paths, chunksize=chunk_size(len(paths), workers))
         for utt, (array, err) in tqdm(zip(utterances, results), total=len(paths), desc=desc):
             if err is None:
                 kept.append(utt)
@@ -140,6 +138,21 @@ def extract(
             else:
                 rejected.append({"path": err.path, "reason": err.reason})
     return kept, arrays, rejected
+
+
+def chunk_size(n: int, workers: int) -> int:
+    """Paths per task: about four tasks per worker, at most MAX_CHUNK, at least one."""
+    return max(1, min(MAX_CHUNK, n // (4 * workers)))
+
+
+def _context(loader: Callable):
+    """forkserver (a fork of a process that has run torch's thread pools can hang) whose
+    server imports torch and the loader's module once: workers fork from it ready, and a
+    second pool (the test set) starts at once."""
+    context = multiprocessing.get_context("forkserver")
+    module = getattr(loader, "func", loader).__module__
+    context.set_forkserver_preload(["torch", __name__, module])
+    return context
 
 
 def _one_thread() -> None:
