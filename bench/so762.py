@@ -29,7 +29,7 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from bench.speed import DEVICE, ROOT, tier_config
+from bench.speed import DEVICE, ROOT, make_trainer, tier_config
 from spkid.config import build, merge
 from spkid.data.split import split_indices
 from spkid.data.store import open_store
@@ -38,7 +38,6 @@ from spkid.models.heads import MarginHead
 from spkid.train import checkpoint
 from spkid.train.config import TierConfig, resolve_tier
 from spkid.train.data import DeviceData
-from spkid.train.loop import Trainer
 
 POOL_PER_SPEAKER = 8
 WINDOW = 200
@@ -159,26 +158,13 @@ def train_and_score(
     segment. Returns (result, {"full", "window", "full_crops", "window_crops"} log-probs)."""
     cfg = bench_config(name, override)
     model = Ecapa(store.n_mels, len(store.speaker2id)) if name == "ecapa" else None
-    data = {
-        k: DeviceData(store, v, DEVICE)
-        for k, v in (("train", train), ("valid", valid), ("test", test))
-    }
-    t = Trainer(
-        cfg,
-        data["train"],
-        data["valid"],
-        store.speaker2id,
-        work,
-        lambda m, s: None,
-        seed=seed,
-        precision="bf16" if DEVICE.type == "cuda" else "fp32",
-        model=model,
-    )
+    t = make_trainer(cfg, store, train, valid, work, False, seed=seed, model=model)
+    test_data = DeviceData(store, test, DEVICE)
     start = time.perf_counter()
     summary = t.fit()
     t.model.load_state_dict(checkpoint.load(work / checkpoint.BEST, DEVICE)["model"])
     logps = {}
-    for key, d in (("full", data["test"]), ("window", centred(data["test"], WINDOW))):
+    for key, d in (("full", test_data), ("window", centred(test_data, WINDOW))):
         for suffix, crops in (("", 0), ("_crops", TEST_CROPS)):
             logp = predict_logits(
                 t.model, d, cfg.recipe.valid_frames, t.precision, crops, cfg.recipe.segment

@@ -78,7 +78,8 @@ def tier_config(tier: str, batch: int, steps: int) -> TierConfig:
     )
 
 
-def make_trainer(cfg, store, train, valid, out_dir, compile_model):
+def make_trainer(cfg, store, train, valid, out_dir, compile_model, seed=0, model=None):
+    """A Trainer on ``store``'s train/valid utterances on DEVICE (bf16 on GPUs), logging nowhere."""
     return Trainer(
         cfg,
         DeviceData(store, train, DEVICE),
@@ -86,9 +87,10 @@ def make_trainer(cfg, store, train, valid, out_dir, compile_model):
         store.speaker2id,
         out_dir,
         lambda m, s: None,
-        seed=0,
+        seed=seed,
         precision="bf16" if DEVICE.type == "cuda" else "fp32",
         compile=compile_model,
+        model=model,
     )
 
 

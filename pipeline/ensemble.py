@@ -6,7 +6,7 @@ from pathlib import Path
 from pipeline.params import load_params, repo_root
 from spkid import tracking
 from spkid.config import check
-from spkid.evaluate.report import predict, validate
+from spkid.evaluate.report import VALIDATE_FILES, predict, validate
 
 
 def main() -> None:
@@ -42,10 +42,7 @@ def main() -> None:
         crops=block["test_crops"],
         segment=block["crop_segment"],
     )
-    files = [
-        out_dir / n
-        for n in ("metrics.json", "confusion.json", "per_speaker.csv", "worst_speakers.png")
-    ]
+    files = [out_dir / n for n in VALIDATE_FILES]
     tracking.log_stage_run(
         repo_root(),
         params["mlflow"]["experiment"],

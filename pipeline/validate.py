@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pipeline.params import load_params, repo_root
 from spkid import tracking
-from spkid.evaluate.report import validate
+from spkid.evaluate.report import VALIDATE_FILES, validate
 from spkid.train.run import RUN_ID_FILE
 
 
@@ -24,7 +24,7 @@ def main(tier: str) -> None:
     )
     run = tracking.connect(repo_root(), (model_dir / RUN_ID_FILE).read_text().strip())
     run.log_metrics({f"validate/{k}": v for k, v in metrics.items()}, step=0)
-    for name in ("metrics.json", "confusion.json", "per_speaker.csv", "worst_speakers.png"):
+    for name in VALIDATE_FILES:
         run.log_artifact(out_dir / name, "validate")
 
 

@@ -14,6 +14,7 @@ from spkid.train.data import DeviceData
 from spkid.train.run import pick_device
 
 WORST_SPEAKERS = 20
+VALIDATE_FILES = ("metrics.json", "confusion.json", "per_speaker.csv", "worst_speakers.png")
 
 
 def _scores(
