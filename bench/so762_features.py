@@ -10,22 +10,17 @@ from functools import partial
 
 from spkid.data.frontend import FrontEnd, audio_features
 from spkid.data.sources import list_speaker_dirs
-from spkid.data.store import extract, write_store
+from spkid.data.store import build_store
 
 
 def main(audio_dir: str, store_dir: str, trim: bool) -> None:
     utts = list_speaker_dirs(audio_dir)
     speaker2id = {s: i for i, s in enumerate(sorted({u.speaker for u in utts}))}
     fe = FrontEnd(trim_silence=trim)
-    kept, arrays, rejected = extract(utts, partial(audio_features, fe=fe), 0, "skip", "so762")
-    meta = {
-        "source": {"name": "audio_dir", "dir": audio_dir},
-        "frontend": fe.as_dict(),
-        "rejected": rejected,
-    }
-    print(
-        write_store(store_dir, kept, arrays, speaker2id, meta)["counts"], len(rejected), "rejected"
-    )
+    meta = {"source": {"name": "audio_dir", "dir": audio_dir}, "frontend": fe.as_dict()}
+    loader = partial(audio_features, fe=fe)
+    written = build_store(store_dir, utts, loader, speaker2id, meta, 0, "skip", "so762")
+    print(written["counts"], len(written["rejected"]), "rejected")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from spkid.config import build
 from spkid.data.hw4 import load_hw4_tensor, make_synthetic_hw4, read_hw4
 from spkid.data.split import split_indices
-from spkid.data.store import extract, open_store, write_store
+from spkid.data.store import build_store, open_store
 from spkid.evaluate.infer import predict_logits
 from spkid.train.config import TierConfig, resolve_tier
 from spkid.train.data import DeviceData
@@ -52,8 +52,8 @@ def ingest(data: Path, store_dir: Path, workers: int) -> dict:
     start = time.perf_counter()
     pool, test, speaker2id, _ = read_hw4(data)
     for utts, folder in ((pool, store_dir), (test, store_dir.with_name("test_store"))):
-        kept, arrays, _ = extract(utts, load_hw4_tensor, workers, "fail", "ingest")
-        write_store(folder, kept, arrays, speaker2id, {"source": {"name": "hw4"}})
+        meta = {"source": {"name": "hw4"}}
+        build_store(folder, utts, load_hw4_tensor, speaker2id, meta, workers, "fail", "ingest")
     seconds = time.perf_counter() - start
     return {"files": len(pool) + len(test), "seconds": seconds, "workers": workers}
 

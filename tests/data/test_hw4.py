@@ -317,6 +317,26 @@ def test_read_rejects_symlink_out_of_the_folder(tiny, outside):
     assert "leaves the dataset folder through a symlink" in info.value.reason
 
 
+def test_read_rejects_a_folder_symlink_out_of_the_folder(tiny, outside):
+    root, _, _ = tiny
+    (root / "elsewhere").symlink_to(outside.parent)
+    _set_first_feature_path(root, "elsewhere/x.pt")
+    with pytest.raises(InputError) as info:
+        read_hw4(root)
+    assert info.value.path == str(root.resolve() / "elsewhere/x.pt")
+    assert "leaves the dataset folder through a symlink" in info.value.reason
+
+
+def test_read_lists_files_in_subfolders_resolved(tiny):
+    root, _, _ = tiny
+    entry = _entries(root, "id10001")[0]["feature_path"]
+    (root / "sub").mkdir()
+    (root / entry).rename(root / "sub" / entry)
+    _set_first_feature_path(root, f"sub/../sub/./{entry}")
+    pool, _, _, _ = read_hw4(root)
+    assert pool[0].path == str((root / "sub" / entry).resolve())
+
+
 def test_read_accepts_symlink_inside_the_folder(tiny):
     root, _, _ = tiny
     target = root / _entries(root, "id10002")[0]["feature_path"]

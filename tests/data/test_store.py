@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from spkid.data.errors import InputError
-from spkid.data.store import MAX_CHUNK, chunk_size, extract, open_store, write_store
+from spkid.data.store import MAX_CHUNK, build_store, chunk_size, open_store
 from spkid.data.utterance import Utterance
 from tests.conftest import make_store
 
@@ -13,7 +13,25 @@ from tests.conftest import make_store
 def _load(path, fail_on=()):
     if path in fail_on:
         raise InputError(path, "broken on purpose")
-    return np.full((int(path.split("-")[-1]), 3), 1.5, dtype=np.float32)
+    return np.load(path)
+
+
+def _sources(folder, n=40, n_mels=3, seed=0):
+    """``n`` utterances of 1..60 random frames saved as .npy files; their float32 arrays."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    utts, arrays = [], []
+    for i in range(n):
+        arrays.append(rng.normal(0, 4, (int(rng.integers(1, 60)), n_mels)).astype(np.float32))
+        np.save(folder / f"u{i}.npy", arrays[-1])
+        utts.append(Utterance(f"u{i}", f"s{i % 3}", f"s{i % 3}", str(folder / f"u{i}.npy")))
+    return utts, arrays
+
+
+def _build(folder, utts, workers=2, on_error="fail", fail_on=(), **kw):
+    loader = partial(_load, fail_on=fail_on)
+    speaker2id = {"s0": 0, "s1": 1, "s2": 2}
+    return build_store(folder, utts, loader, speaker2id, {}, workers, on_error, "t", **kw)
 
 
 def test_store_round_trip(tmp_path):
@@ -28,7 +46,7 @@ def test_store_round_trip(tmp_path):
     assert mapping["id2speaker"] == {"0": "spk0", "1": "spk1", "2": "spk2"}
     meta = store.meta
     assert meta["counts"] == {"utterances": 12, "speakers": 3, "frames": int(store.lengths.sum())}
-    assert len(meta["digest"]) == 64
+    assert len(meta["digest"]) == 64 and meta["rejected"] == []
 
 
 def test_store_digest_follows_content(tmp_path):
@@ -38,24 +56,74 @@ def test_store_digest_follows_content(tmp_path):
     assert a == b != c
 
 
-def test_extract_fail_names_the_file_and_skip_lists_it():
-    utts = [Utterance(f"u{i}", "s", "s", f"/f/u-{i + 2}") for i in range(5)]
-    loader = partial(_load, fail_on=("/f/u-4",))
-    with pytest.raises(InputError, match="/f/u-4: broken on purpose"):
-        extract(utts, loader, 2, "fail", "t")
-    kept, arrays, rejected = extract(utts, loader, 2, "skip", "t")
-    assert [u.uid for u in kept] == ["u0", "u1", "u3", "u4"]
-    assert [len(a) for a in arrays] == [2, 3, 5, 6]
-    assert rejected == [{"path": "/f/u-4", "reason": "broken on purpose"}]
+def test_frames_are_the_loaded_arrays_in_input_order(tmp_path):
+    utts, arrays = _sources(tmp_path / "src")
+    _build(tmp_path / "s", utts)
+    store = open_store(tmp_path / "s")
+    assert store.uids == [u.uid for u in utts]
+    assert list(store.lengths) == [len(a) for a in arrays]
+    for i, array in enumerate(arrays):
+        assert np.array_equal(store.features(i), array.astype(np.float16))
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
 
 
-def test_write_store_replaces_whole_folder_atomically(tmp_path):
+def test_digest_and_frames_do_not_depend_on_the_worker_count(tmp_path):
+    utts, _ = _sources(tmp_path / "src")
+    assert chunk_size(len(utts), 1) != chunk_size(len(utts), 2)
+    one = _build(tmp_path / "one", utts, workers=1)
+    two = _build(tmp_path / "two", utts, workers=2)
+    assert one["digest"] == two["digest"]
+    assert (tmp_path / "one/frames.npy").read_bytes() == (tmp_path / "two/frames.npy").read_bytes()
+
+
+def test_fail_names_the_file_and_leaves_the_old_store(tmp_path):
+    utts, _ = _sources(tmp_path / "src")
+    folder = tmp_path / "s"
+    _build(folder, utts[:5])
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(InputError, match=f"{utts[30].path}: broken on purpose"):
+        _build(folder, utts, fail_on=(utts[30].path, utts[35].path))
+    broken = [u.path for u in utts[:2]]
+    with pytest.raises(InputError, match="nothing kept"):
+        no_kept = InputError(tmp_path, "nothing kept")
+        _build(folder, utts[:2], on_error="skip", fail_on=broken, empty_error=no_kept)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_skip_lists_the_rejected_after_those_given(tmp_path):
+    utts, arrays = _sources(tmp_path / "src")
+    folder = tmp_path / "s"
+    loader = partial(_load, fail_on=(utts[3].path, utts[17].path))
+    earlier = [{"path": "/listing", "reason": "bad entry"}]
+    meta = build_store(folder, utts, loader, {}, {"rejected": earlier}, 2, "skip", "t")
+    assert meta["rejected"] == earlier + [
+        {"path": utts[i].path, "reason": "broken on purpose"} for i in (3, 17)
+    ]
+    store = open_store(folder)
+    kept = [i for i in range(len(utts)) if i not in (3, 17)]
+    assert store.uids == [utts[i].uid for i in kept] and store.meta == meta
+    assert np.array_equal(store.features(3), arrays[4].astype(np.float16))
+    assert meta["counts"]["utterances"] == len(kept)
+
+
+def test_an_empty_store_takes_its_width_from_the_front_end(tmp_path):
+    meta = {"frontend": {"n_mels": 7}}
+    build_store(tmp_path / "s", [], _load, {}, meta, 2, "fail", "t")
+    store = open_store(tmp_path / "s")
+    assert len(store) == 0 and store.frames.shape == (0, 7)
+
+
+def test_build_store_replaces_whole_folder_atomically(tmp_path):
     folder = make_store(tmp_path / "s", n_speakers=2, per_speaker=2)
     (folder / "stale.txt").write_text("x")
-    utts = [Utterance("a", "x", "x", "/a")]
-    write_store(folder, utts, [np.zeros((4, 40), np.float32)], {"x": 0}, {})
+    utts, _ = _sources(tmp_path / "src", n=1)
+    _build(folder, utts)
     assert not (folder / "stale.txt").exists()
     assert len(open_store(folder)) == 1
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["frames.npy", "utterances.csv", "mapping.json", "meta.json"]
+    )
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
 
 

@@ -59,6 +59,28 @@ def test_padding_never_changes_a_result(encoder, pooling, dtype):
     torch.testing.assert_close(out_batch[1:2], out_alone, atol=tol, rtol=tol)
 
 
+def test_aggregate_pools_every_layer_and_ignores_padding():
+    torch.manual_seed(0)
+    plain = SpeakerNet(config(layers=3), 40, 5).eval()
+    mfa = SpeakerNet(config(layers=3, aggregate=True), 40, 5).eval()
+    missing = mfa.encoder.load_state_dict(plain.encoder.state_dict(), strict=False).missing_keys
+    assert all(k.startswith("aggregate") for k in missing)
+    assert mfa.encoder.out_dim == 48 and mfa.pooling.out_dim == 48
+    feats, lengths = torch.randn(2, 20, 40), torch.tensor([20, 9])
+    last, _ = plain.encoder(feats, lengths)  # (B, T, 16)
+    mfa.encoder.aggregate = torch.nn.Identity()
+    every, _ = mfa.encoder(feats, lengths)  # (B, T, 48): layers 1, 2, 3 side by side
+    torch.testing.assert_close(every[..., 32:], last)
+    assert not torch.allclose(every[..., :16], last)
+    padded = torch.cat([feats[1:2, :9], torch.full((1, 11, 40), 5.0)], dim=1)
+    torch.testing.assert_close(mfa(padded, lengths[1:]), mfa(feats[1:2, :9], lengths[1:]))
+
+
+def test_aggregate_needs_the_conformer():
+    with pytest.raises(ConfigError, match="model.aggregate"):
+        config(encoder="transformer", aggregate=True)
+
+
 def test_masked_batch_norm_training_statistics_skip_padding():
     bn = torch.nn.BatchNorm1d(4).train()
     x = torch.randn(2, 4, 10)

@@ -5,7 +5,7 @@ from dataclasses import asdict
 from spkid.data.errors import InputError
 from spkid.data.frontend import FrontEnd
 from spkid.data.sources import SourceConfig, list_source
-from spkid.data.store import ON_ERROR, extract, write_store
+from spkid.data.store import ON_ERROR, build_store
 
 
 def build_features(
@@ -35,18 +35,21 @@ def build_features(
         raise ValueError(f"features.on_error must be one of {list(ON_ERROR)}, got {on_error!r}")
     listing = list_source(source, frontend, on_error, workdir)
     meta = {"source": asdict(source), "frontend": frontend.as_dict()}
+    no_training = InputError(source.dir or workdir, "no usable training utterances")
     written = {}
-    for name, utts, folder in (
-        ("train", listing.pool, train_dir),
-        ("test", listing.test, test_dir),
+    for name, utts, folder, rejected, empty_error in (
+        ("train", listing.pool, train_dir, listing.rejected, no_training),
+        ("test", listing.test, test_dir, [], None),
     ):
-        kept, arrays, rejected = extract(
-            utts, listing.loader, workers, on_error, f"features/{name}"
-        )
-        if name == "train" and not kept:
-            raise InputError(source.dir or workdir, "no usable training utterances")
-        rejected = (listing.rejected if name == "train" else []) + rejected
-        written[name] = write_store(
-            folder, kept, arrays, listing.speaker2id, {**meta, "set": name, "rejected": rejected}
+        written[name] = build_store(
+            folder,
+            utts,
+            listing.loader,
+            listing.speaker2id,
+            {**meta, "set": name, "rejected": rejected},
+            workers,
+            on_error,
+            f"features/{name}",
+            empty_error=empty_error,
         )
     return written

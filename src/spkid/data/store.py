@@ -14,9 +14,12 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -32,6 +35,7 @@ META_FILE = "meta.json"
 TABLE_COLUMNS = ("uid", "speaker", "session", "offset", "frames", "source")
 STORE_DTYPE = np.float16
 MAX_CHUNK = 256  # paths per task: few enough tasks that the pool's bookkeeping stays small
+SCRATCH_DIR = "scratch"  # in the build folder: one file of float16 frames per task
 ON_ERROR = ("fail", "skip")
 
 
@@ -100,49 +104,146 @@ def mapping_of(speaker2id: dict) -> dict:
     }
 
 
-def _load(loader: Callable, path: str):
-    try:
-        return loader(path).astype(STORE_DTYPE), None
-    except InputError as err:
-        return None, err
+def build_store(
+    folder,
+    utterances: Sequence[Utterance],
+    loader: Callable,
+    speaker2id: dict,
+    meta: dict,
+    workers: int,
+    on_error: str,
+    desc: str,
+    empty_error: InputError | None = None,
+) -> dict:
+    """Load every utterance in parallel into a store written atomically: built in
+    ``.<name>.tmp`` beside ``folder``, then swapped in; on any error the old store stays.
 
-
-def extract(
-    utterances: Sequence[Utterance], loader: Callable, workers: int, on_error: str, desc: str
-):
-    """Run ``loader`` over every utterance in parallel.
+    Each worker task loads a chunk of paths and writes their float16 arrays back to back
+    into one scratch file, returning only frame counts, widths and SHA-256 digests; then
+    threads copy each scratch file into its place in frames.npy, in the kernel. The parent
+    never copies nor hashes frame bytes.
 
     Args:
-        utterances: what to load.
+        folder: the store folder (replaced whole).
+        utterances: what to load, in store order.
         loader: picklable ``path -> (frames, n_mels)`` array; raises InputError.
+        speaker2id: the label mapping written as mapping.json.
+        meta: extra meta.json content; the digest, counts and this call's rejected inputs
+            (after any already in ``meta["rejected"]``) are added.
         workers: processes; 0 means every CPU core.
-        on_error: "fail" raises the first InputError, "skip" drops and records it.
+        on_error: "fail" raises the first InputError in input order, "skip" drops and
+            records it.
         desc: progress-bar label.
+        empty_error: raised, before anything is written, when no utterance is kept;
+            None (default) writes an empty store then.
 
     Returns:
-        (kept utterances, their float16 arrays, rejected [{"path", "reason"}]).
+        the meta.json content written.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     workers = workers or os.cpu_count()
-    paths = [u.path for u in utterances]
-    kept, arrays, rejected = [], [], []
-    with ProcessPoolExecutor(workers, mp_context=_context(loader), initializer=_one_thread) as pool:
-        results = pool.map(_bind(loader), paths, chunksize=chunk_size(len(paths), workers))
-        for utt, (array, err) in tqdm(zip(utterances, results), total=len(paths), desc=desc):
-            if err is None:
-                kept.append(utt)
-                arrays.append(array)
-            elif on_error == "fail":
-                raise err
-            else:
-                rejected.append({"path": err.path, "reason": err.reason})
-    return kept, arrays, rejected
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / SCRATCH_DIR).mkdir(parents=True)
+    try:
+        chunks = _chunks([u.path for u in utterances], workers)
+        scratch = [tmp / SCRATCH_DIR / f"{i:06d}.f16" for i in range(len(chunks))]
+        parts = _load_chunks(loader, chunks, scratch, workers, on_error, desc)
+        records = [r for part in parts for r in part]
+        kept = [(u, r) for u, r in zip(utterances, records) if isinstance(r, _Loaded)]
+        if not kept and empty_error is not None:
+            raise empty_error
+        n_mels = _width([r for _, r in kept], meta)
+        part_frames = [sum(r.frames for r in part if isinstance(r, _Loaded)) for part in parts]
+        _assemble(tmp / FRAMES_FILE, scratch, part_frames, n_mels, workers)
+        (tmp / SCRATCH_DIR).rmdir()
+        rejected = [
+            {"path": r.path, "reason": r.reason} for r in records if isinstance(r, InputError)
+        ]
+        meta = {**meta, "rejected": [*meta.get("rejected", []), *rejected]}
+        meta = _write_tables(tmp, kept, speaker2id, meta)
+        _swap(tmp, folder)
+        return meta
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def chunk_size(n: int, workers: int) -> int:
     """Paths per task: about four tasks per worker, at most MAX_CHUNK, at least one."""
     return max(1, min(MAX_CHUNK, n // (4 * workers)))
+
+
+def _chunks(paths: list, workers: int) -> list:
+    """``paths`` cut into consecutive tasks of chunk_size paths."""
+    size = chunk_size(len(paths), workers)
+    return [paths[i : i + size] for i in range(0, len(paths), size)]
+
+
+class _Loaded(NamedTuple):
+    """One loaded utterance: its (frames, n_mels) shape and the SHA-256 of its float16 bytes."""
+
+    frames: int
+    n_mels: int
+    digest: bytes
+
+
+def _load_chunks(
+    loader: Callable, chunks: list, scratch: list, workers: int, on_error: str, desc: str
+) -> list:
+    """Run _LoadChunk over every chunk in a process pool.
+
+    Returns:
+        per chunk, per path, a _Loaded or the InputError raised (under "fail", the first
+        one in input order is raised instead, and tasks not started are cancelled).
+    """
+    parts = []
+    with (
+        _pool(loader, workers) as pool,
+        tqdm(total=sum(map(len, chunks)), desc=desc) as bar,
+    ):
+        for part in pool.map(_LoadChunk(loader), scratch, chunks):
+            errors = [r for r in part if isinstance(r, InputError)]
+            if errors and on_error == "fail":
+                raise errors[0]
+            parts.append(part)
+            bar.update(len(part))
+    return parts
+
+
+class _LoadChunk:
+    """Picklable ``(scratch, paths) -> records``: loads ``paths`` with ``loader`` and writes
+    the arrays, float16 in C order, back to back into the file ``scratch``.
+
+    Returns per path a _Loaded, or the InputError that the loader raised.
+    """
+
+    def __init__(self, loader: Callable):
+        self.loader = loader
+
+    def __call__(self, scratch: Path, paths: list) -> list:
+        records = []
+        with open(scratch, "wb") as f:
+            for path in paths:
+                try:
+                    array = np.ascontiguousarray(self.loader(path), dtype=STORE_DTYPE)
+                except InputError as err:
+                    records.append(err)
+                    continue
+                f.write(array)
+                records.append(_Loaded(len(array), array.shape[1], hashlib.sha256(array).digest()))
+        return records
+
+
+@contextmanager
+def _pool(loader: Callable, workers: int):
+    """A process pool for ``loader``; on leaving, tasks not yet started are cancelled."""
+    pool = ProcessPoolExecutor(workers, mp_context=_context(loader), initializer=_one_thread)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _context(loader: Callable):
@@ -162,68 +263,77 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-class _bind:
-    """Picklable ``path -> _load(loader, path)``."""
-
-    def __init__(self, loader):
-        self.loader = loader
-
-    def __call__(self, path):
-        return _load(self.loader, path)
+def _width(loaded: list, meta: dict) -> int:
+    """The n_mels that every ``loaded`` record shares (meta's front end's if none)."""
+    widths = {r.n_mels for r in loaded}
+    if len(widths) > 1:
+        raise ValueError(f"loaded arrays differ in width: {sorted(widths)}")
+    return widths.pop() if widths else meta.get("frontend", {}).get("n_mels", 0)
 
 
-def write_store(
-    folder, utterances: Sequence[Utterance], arrays: Sequence[np.ndarray], speaker2id, meta
-) -> dict:
-    """Write a store atomically: built beside ``folder``, then swapped in.
-
-    Args:
-        folder: the store folder (replaced whole).
-        utterances: kept utterances, in store order.
-        arrays: their (frames, n_mels) features.
-        speaker2id: the label mapping written as mapping.json.
-        meta: extra meta.json content; counts and the data digest are added.
-
-    Returns:
-        the meta.json content written.
-    """
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    n_mels = arrays[0].shape[1] if arrays else meta.get("frontend", {}).get("n_mels", 0)
+def _assemble(path: Path, scratch: list, part_frames: list, n_mels: int, workers: int) -> None:
+    """Create frames.npy at ``path``, (sum(part_frames), n_mels) float16, and copy each
+    scratch file (part_frames[i] frames) into its place, ``workers`` copies at a time."""
     frames = np.lib.format.open_memmap(
-        tmp / FRAMES_FILE, mode="w+", dtype=STORE_DTYPE, shape=(int(lengths.sum()), n_mels)
+        path, mode="w+", dtype=STORE_DTYPE, shape=(sum(part_frames), n_mels)
     )
-    digest = hashlib.sha256()
-    for array, start in zip(arrays, offsets):
-        frames[start : start + len(array)] = array
-        digest.update(array.tobytes())
-    frames.flush()
+    header = frames.offset
     del frames
+    row = n_mels * np.dtype(STORE_DTYPE).itemsize
+    starts = header + row * (np.cumsum(part_frames, dtype=np.int64) - part_frames)
+    with ThreadPoolExecutor(workers) as threads:
+        list(threads.map(partial(_place, path), scratch, starts.tolist()))
+
+
+def _place(path: Path, scratch: Path, start: int) -> None:
+    """Copy all of ``scratch`` into ``path`` at byte ``start`` (in the kernel), then delete it."""
+    size, done = scratch.stat().st_size, 0
+    with open(scratch, "rb") as src, open(path, "r+b") as dst:
+        while done < size:
+            copied = os.copy_file_range(src.fileno(), dst.fileno(), size - done, done, start + done)
+            if not copied:
+                raise OSError(f"{scratch}: ended after {done} of {size} bytes")
+            done += copied
+    scratch.unlink()
+
+
+def _write_tables(tmp: Path, kept: list, speaker2id: dict, meta: dict) -> dict:
+    """Write utterances.csv, mapping.json and meta.json (with digest and counts) into
+    ``tmp`` for ``kept``, the (Utterance, _Loaded) pairs in store order.
+
+    The digest is SHA-256 over every utterance's frame digest, then every (uid, speaker,
+    frames) row: independent of the worker count and chunking.
+    """
+    lengths = np.array([r.frames for _, r in kept], dtype=np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    digest = hashlib.sha256()
+    for _, r in kept:
+        digest.update(r.digest)
     with open(tmp / TABLE_FILE, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(TABLE_COLUMNS)
-        for u, start, n in zip(utterances, offsets, lengths):
-            writer.writerow([u.uid, u.speaker, u.session, int(start), int(n), u.path])
-            digest.update(f"{u.uid}\t{u.speaker}\n".encode())
+        for (u, r), start in zip(kept, offsets):
+            writer.writerow([u.uid, u.speaker, u.session, int(start), r.frames, u.path])
+            digest.update(f"{u.uid}\t{u.speaker}\t{r.frames}\n".encode())
     write_json(tmp / MAPPING_FILE, mapping_of(speaker2id))
     meta = {
         **meta,
         "digest": digest.hexdigest(),
         "counts": {
-            "utterances": len(utterances),
-            "speakers": len({u.speaker for u in utterances if u.speaker}),
+            "utterances": len(kept),
+            "speakers": len({u.speaker for u, _ in kept if u.speaker}),
             "frames": int(lengths.sum()),
         },
     }
     write_json(tmp / META_FILE, meta)
+    return meta
+
+
+def _swap(tmp: Path, folder: Path) -> None:
+    """Put the built store ``tmp`` in place of ``folder``."""
     old = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
-    return meta

@@ -23,6 +23,7 @@ class ModelConfig:
         encoder: transformer or conformer.
         d_model, layers, heads, ffn, dropout: encoder size.
         kernel: Conformer depthwise kernel (odd).
+        aggregate: Conformer: pool every layer's output, concatenated (MFA-Conformer).
         pooling: mean, sap (self-attention) or asp (attentive statistics).
         embedding: width of a Linear embedding layer before the head; 0 for none.
         head: mlp (course sample), bn_mlp (with BatchNorm), amsoftmax, aamsoftmax.
@@ -38,6 +39,7 @@ class ModelConfig:
     pooling: Literal["mean", "sap", "asp"]
     head: Literal["mlp", "bn_mlp", "amsoftmax", "aamsoftmax"]
     kernel: int = 31
+    aggregate: bool = False
     embedding: int = 0
     scale: float = 30.0
     margin: float = 0.35
@@ -47,6 +49,11 @@ class ModelConfig:
             self.d_model % self.heads == 0,
             "model",
             f"d_model {self.d_model} not divisible by heads {self.heads}",
+        )
+        check(
+            not self.aggregate or self.encoder == "conformer",
+            "model.aggregate",
+            "needs the conformer encoder",
         )
         check(self.kernel % 2 == 1, "model.kernel", f"must be odd, got {self.kernel}")
         check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
@@ -72,7 +79,7 @@ class SpeakerNet(nn.Module):
             "dropout": cfg.dropout,
         }
         if cfg.encoder == "conformer":
-            kwargs["kernel"] = cfg.kernel
+            kwargs.update(kernel=cfg.kernel, aggregate=cfg.aggregate)
         self.encoder = ENCODERS[cfg.encoder](**kwargs)
         self.pooling = POOLING[cfg.pooling](self.encoder.out_dim)
         width = self.pooling.out_dim

@@ -46,6 +46,8 @@ class ConformerEncoder(nn.Module):
         ffn: feed-forward width.
         dropout: dropout probability.
         kernel: depthwise convolution kernel size (odd).
+        aggregate: output every layer's frames concatenated and layer-normalised
+            (multi-scale feature aggregation, MFA-Conformer) instead of the last layer's.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class ConformerEncoder(nn.Module):
         ffn: int,
         dropout: float,
         kernel: int,
+        aggregate: bool = False,
     ):
         super().__init__()
         self.prenet = nn.Linear(n_mels, d_model)
@@ -68,14 +71,19 @@ class ConformerEncoder(nn.Module):
             depthwise_conv_kernel_size=kernel,
             dropout=dropout,
         )
-        self.out_dim = d_model
+        self.aggregate = nn.LayerNorm(d_model * layers) if aggregate else None
+        self.out_dim = d_model * layers if aggregate else d_model
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
-        """feats (B, T, n_mels), lengths (B,) -> frames (B, T, d_model), lengths (B,)."""
+        """feats (B, T, n_mels), lengths (B,) -> frames (B, T, out_dim), lengths (B,)."""
         pad = padding_mask(lengths, feats.shape[1])
         x = self.prenet(feats).transpose(0, 1)  # (T, B, D)
+        outs = []
         for layer in self.conformer.conformer_layers:
             x = _conformer_layer(layer, x, pad)
+            outs.append(x)
+        if self.aggregate is not None:
+            x = self.aggregate(torch.cat(outs, dim=-1))  # (T, B, D * layers)
         return x.transpose(0, 1), lengths
 
 
