@@ -49,7 +49,7 @@ class Recorder:
         self.rows.append((step, metrics))
 
 
-def trainer(store_dir, out_dir, log, seed=0, recipe=None):
+def trainer(store_dir, out_dir, log, seed=0, recipe=None, compile=False):
     store = open_store(store_dir)
     train, valid = split_indices(store.speakers, store.sessions, 0.2, seed=0)
     cpu = torch.device("cpu")
@@ -63,7 +63,13 @@ def trainer(store_dir, out_dir, log, seed=0, recipe=None):
         out_dir,
         log,
         seed,
+        compile=compile,
     )
+
+
+def test_compile_leaves_cpu_steps_eager(tiny_store, tmp_path):
+    t = trainer(tiny_store, tmp_path, Recorder(), compile=True)
+    assert t.step_fn is t.net
 
 
 def test_profile_overrides_merge_into_the_tier():

@@ -65,7 +65,7 @@ class Runtime:
     Args:
         device: auto (cuda when available), cpu, cuda or cuda:N.
         precision: bf16 (autocast on GPU; CPU runs float32) or fp32.
-        compile: wrap the model in torch.compile.
+        compile: torch.compile the training step on GPUs (CPU runs stay eager).
         devices: GPUs for data-parallel training through torchrun (1: no torchrun).
         threads: CPU threads for torch (0: torch's default).
     """
