@@ -158,10 +158,13 @@ def end_to_end(cfg, store_dir, train, valid, out_dir, compile_model, segments: i
         ),
     )
     t = make_trainer(cfg, store, train, valid, out_dir, compile_model)
+    setup = time.perf_counter() - start
     summary = t.fit()
     sync()
     return {
         "seconds": time.perf_counter() - start,
+        "setup_s": setup,  # store opened, frames on the GPU, model built
+        "train_s": summary["train_seconds"],  # the steps, compilation included
         "segments": steps * cfg.recipe.batch,
         "steps": steps,
         "batch": cfg.recipe.batch,

@@ -5,6 +5,7 @@ import torch
 
 from spkid.config import ConfigError, build
 from spkid.models import ModelConfig, SpeakerNet
+from spkid.models.encoders import ConformerEncoder
 from spkid.models.heads import MarginHead
 from spkid.models.masking import masked_batch_norm
 from spkid.models.pooling import SelfAttentionPooling
@@ -59,6 +60,18 @@ def test_padding_never_changes_a_result(encoder, pooling, dtype):
     torch.testing.assert_close(out_batch[1:2], out_alone, atol=tol, rtol=tol)
 
 
+def test_input_norm_learns_from_valid_frames_and_ignores_padding():
+    torch.manual_seed(0)
+    model = SpeakerNet(config(input_norm=True), 40, 5).train()
+    feats, lengths = torch.randn(2, 12, 40), torch.tensor([12, 5])
+    feats[1, 5:] = 1e3
+    model(feats, lengths, torch.tensor([0, 1]))
+    valid = torch.cat([feats[0], feats[1, :5]])
+    torch.testing.assert_close(model.input_norm.running_mean, 0.1 * valid.mean(0))
+    model.eval()
+    torch.testing.assert_close(model(feats, lengths)[1:], model(feats[1:, :5], lengths[1:]))
+
+
 def test_aggregate_pools_every_layer_and_ignores_padding():
     torch.manual_seed(0)
     plain = SpeakerNet(config(layers=3), 40, 5).eval()
@@ -83,20 +96,27 @@ def test_aggregate_needs_the_conformer():
 
 def test_masked_batch_norm_training_statistics_skip_padding():
     bn = torch.nn.BatchNorm1d(4).train()
-    x = torch.randn(2, 4, 10)
+    x = torch.randn(2, 10, 4)  # (B, T, C): channels last
     pad = torch.zeros(2, 10, dtype=torch.bool)
     pad[1, 6:] = True
     polluted = x.clone()
-    polluted[1, :, 6:] = 1e3
+    polluted[1, 6:] = 1e3
     out = masked_batch_norm(bn, polluted, pad)
-    valid = torch.cat([x[0], x[1, :, :6]], dim=1)  # (4, 16)
-    expected = (valid - valid.mean(1, keepdim=True)) / torch.sqrt(
-        valid.var(1, unbiased=False, keepdim=True) + bn.eps
-    )
-    torch.testing.assert_close(
-        torch.cat([out[0], out[1, :, :6]], dim=1), expected, atol=1e-5, rtol=1e-5
-    )
-    torch.testing.assert_close(bn.running_mean, 0.1 * valid.mean(1))
+    valid = torch.cat([x[0], x[1, :6]])  # (16, 4)
+    expected = (valid - valid.mean(0)) / torch.sqrt(valid.var(0, unbiased=False) + bn.eps)
+    torch.testing.assert_close(torch.cat([out[0], out[1, :6]]), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bn.running_mean, 0.1 * valid.mean(0))
+
+
+def test_masked_batch_norm_eval_is_batch_norm():
+    bn = torch.nn.BatchNorm1d(4)
+    torch.nn.init.normal_(bn.weight)
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.eval()
+    x = torch.randn(3, 7, 4)
+    got = masked_batch_norm(bn, x, torch.zeros(3, 7, dtype=torch.bool))
+    torch.testing.assert_close(got, bn(x.transpose(1, 2)).transpose(1, 2))
 
 
 def test_am_softmax_equals_its_formula():
@@ -153,13 +173,26 @@ def test_model_config_rejects_bad_values_and_unknown_keys():
 def test_toeplitz_depthwise_equals_conv1d(dtype):
     from spkid.models.encoders import toeplitz_depthwise
 
-    x = torch.randn(3, 6, 40, dtype=dtype, requires_grad=True)
+    x = torch.randn(3, 6, 40, dtype=dtype, requires_grad=True)  # (B, C, T)
     conv = torch.nn.Conv1d(6, 6, 7, padding=3, groups=6).to(dtype)
-    want = conv(x)
-    got = toeplitz_depthwise(x, conv.weight[:, 0, :], conv.bias)
+    want = conv(x).permute(2, 0, 1)  # (T, B, C)
+    got = toeplitz_depthwise(x.permute(2, 0, 1), conv.weight[:, 0, :], conv.bias)
     torch.testing.assert_close(got, want)
     (g1,) = torch.autograd.grad(want.square().sum(), conv.weight)
     (g2,) = torch.autograd.grad(
-        toeplitz_depthwise(x, conv.weight[:, 0, :], conv.bias).square().sum(), conv.weight
+        toeplitz_depthwise(x.permute(2, 0, 1), conv.weight[:, 0, :], conv.bias).square().sum(),
+        conv.weight,
     )
     torch.testing.assert_close(g1, g2)
+
+
+def test_conformer_encoder_equals_torchaudio_without_padding():
+    torch.manual_seed(0)
+    enc = ConformerEncoder(40, 32, 2, 4, 64, 0.0, 7).eval()
+    for layer in enc.conformer.conformer_layers:  # running statistics away from 0 and 1
+        layer.conv_module.sequential[3].running_mean.normal_()
+        layer.conv_module.sequential[3].running_var.uniform_(0.5, 2.0)
+    feats, lengths = torch.randn(3, 25, 40), torch.full((3,), 25)
+    want, _ = enc.conformer(enc.prenet(feats), lengths)
+    got, _ = enc(feats, lengths)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

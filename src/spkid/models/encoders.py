@@ -1,6 +1,7 @@
 """Encoders: ``forward(feats, lengths) -> (frames, lengths)``, padding never changes a result."""
 
 import torch
+import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
@@ -102,25 +103,34 @@ def _conformer_layer(layer, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
 
 
 def _conv_module(module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-    """x (T, B, D) -> (T, B, D); padded frames are zero where the kernel reads them."""
-    pointwise, glu, depthwise, norm, act, out, drop = module.sequential
-    h = module.layer_norm(x).permute(1, 2, 0)  # (B, D, T)
-    h = glu(pointwise(h)).masked_fill(pad[:, None, :], 0.0)
+    """torchaudio's ConvolutionModule on channels-last frames: the pointwise convolutions run
+    as matmuls, and padded frames are zero where the depthwise kernel reads them.
+
+    x: (T, B, D) -> (T, B, D); pad: (B, T) True at padding.
+    """
+    pointwise, _, depthwise, norm, act, out, drop = module.sequential
+    pad = pad.T  # (T, B)
+    h = F.glu(_pointwise(pointwise, module.layer_norm(x)), dim=-1).masked_fill(pad[..., None], 0.0)
     h = masked_batch_norm(norm, depthwise_conv(depthwise, h), pad)
-    return drop(out(act(h))).permute(2, 0, 1)
+    return drop(_pointwise(out, act(h)))
+
+
+def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A kernel-1 Conv1d applied to channels-last x (..., C_in) -> (..., C_out)."""
+    return F.linear(x, conv.weight[:, :, 0], conv.bias)
 
 
 TOEPLITZ_MAX_FRAMES = 256  # beyond this the (C, T, T) kernel costs more than it saves
 
 
 def depthwise_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for a depthwise 'same' Conv1d; on CUDA, for crops up to
+    """A depthwise 'same' Conv1d on channels-last frames; on CUDA, for crops up to
     TOEPLITZ_MAX_FRAMES frames, computed on tensor cores as one batched matmul.
 
-    x: (B, C, T) -> (B, C, T).
+    x: (T, B, C) -> (T, B, C).
     """
-    if not x.is_cuda or x.shape[-1] > TOEPLITZ_MAX_FRAMES:
-        return conv(x)
+    if not x.is_cuda or x.shape[0] > TOEPLITZ_MAX_FRAMES:
+        return conv(x.permute(1, 2, 0)).permute(2, 0, 1)
     return toeplitz_depthwise(x, conv.weight[:, 0, :], conv.bias)
 
 
@@ -129,15 +139,16 @@ def toeplitz_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     matrices (PyTorch's native depthwise kernel is slow for long kernels on GPUs).
 
     Args:
-        x: (B, C, T) input.
+        x: (T, B, C) input.
         weight: (C, K) taps, K odd.
         bias: (C,).
 
     Returns:
-        (B, C, T), equal to ``F.conv1d(x, weight[:, None], bias, padding=K // 2, groups=C)``.
+        (T, B, C), equal to ``F.conv1d`` with ``weight[:, None]``, ``padding=K // 2`` and
+        ``groups=C`` on ``x`` as (B, C, T).
     """
     taps = weight.shape[1]
-    t = torch.arange(x.shape[-1], device=x.device)
+    t = torch.arange(x.shape[0], device=x.device)
     tap = t[None, :] - t[:, None] + taps // 2  # (T_out, T_in): which tap links them
     kernel = weight[:, tap.clamp(0, taps - 1)] * ((tap >= 0) & (tap < taps))  # (C, T, T)
-    return torch.einsum("cts,bcs->bct", kernel.to(x.dtype), x) + bias[None, :, None].to(x.dtype)
+    return torch.einsum("cts,sbc->tbc", kernel.to(x.dtype), x) + bias.to(x.dtype)
