@@ -254,7 +254,7 @@ def device_info() -> dict:
         "torch": torch.__version__,
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
-        "commit": commit or os.environ.get("SPKID_COMMIT", ""),
+        "commit": os.environ.get("SPKID_COMMIT") or commit,  # device copies carry stale git metadata
         "host": platform.node(),
     }
 
