@@ -9,7 +9,6 @@ from torch import nn
 from spkid.config import check
 from spkid.models.encoders import ConformerEncoder, TransformerEncoder
 from spkid.models.heads import MarginHead, MLPHead
-from spkid.models.masking import masked_batch_norm, padding_mask
 from spkid.models.pooling import POOLING
 
 ENCODERS = {"transformer": TransformerEncoder, "conformer": ConformerEncoder}
@@ -24,7 +23,6 @@ class ModelConfig:
         encoder: transformer or conformer.
         d_model, layers, heads, ffn, dropout: encoder size.
         kernel: Conformer depthwise kernel (odd).
-        input_norm: batch-normalise each input feature (statistics over valid frames).
         aggregate: Conformer: pool every layer's output, concatenated (MFA-Conformer).
         pooling: mean, sap (self-attention) or asp (attentive statistics).
         embedding: width of a Linear embedding layer before the head; 0 for none.
@@ -41,7 +39,6 @@ class ModelConfig:
     pooling: Literal["mean", "sap", "asp"]
     head: Literal["mlp", "bn_mlp", "amsoftmax", "aamsoftmax"]
     kernel: int = 31
-    input_norm: bool = False
     aggregate: bool = False
     embedding: int = 0
     scale: float = 30.0
@@ -73,7 +70,6 @@ class SpeakerNet(nn.Module):
 
     def __init__(self, cfg: ModelConfig, n_mels: int, n_classes: int):
         super().__init__()
-        self.input_norm = nn.BatchNorm1d(n_mels) if cfg.input_norm else None
         kwargs = {
             "n_mels": n_mels,
             "d_model": cfg.d_model,
@@ -97,9 +93,6 @@ class SpeakerNet(nn.Module):
 
     def embed(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """feats (B, T, n_mels), lengths (B,) -> (B, E) utterance embeddings."""
-        if self.input_norm is not None:
-            pad = padding_mask(lengths, feats.shape[1])
-            feats = masked_batch_norm(self.input_norm, feats, pad)
         frames, lengths = self.encoder(feats, lengths)
         return self.embedding(self.pooling(frames, lengths))
 
