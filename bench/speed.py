@@ -96,6 +96,7 @@ def make_trainer(cfg, store, train, valid, out_dir, compile_model, seed=0, model
 
 def throughput(cfg, store, train, valid, out_dir, compile_model, warmup=20, steps=100) -> dict:
     """Segments/s of ``steps`` timed training steps after ``warmup``."""
+    torch._dynamo.reset()  # without it, tiers compiled after others in one process ran eagerly
     t = make_trainer(cfg, store, train, valid, out_dir, compile_model)
     c0 = time.perf_counter()
     for _ in range(warmup):
