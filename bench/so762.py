@@ -29,7 +29,7 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from bench.speed import DEVICE, ROOT, make_trainer, tier_config
+from bench.speed import DEVICE, ROOT, device_info, make_trainer, tier_config
 from spkid.config import build, merge
 from spkid.data.split import split_indices
 from spkid.data.store import open_store
@@ -237,6 +237,7 @@ def main() -> None:
     result.update(
         device=torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu",
         date=time.strftime("%Y-%m-%d"),
+        commit=device_info()["commit"],
         counts={"train": len(train), "valid": len(valid), "test": len(test)},
     )
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -255,7 +255,8 @@ def device_info() -> dict:
         "torch": torch.__version__,
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
-        "commit": os.environ.get("SPKID_COMMIT") or commit,  # device copies carry stale git metadata
+        # device copies carry stale git metadata: SPKID_COMMIT names the code that ran
+        "commit": os.environ.get("SPKID_COMMIT") or commit,
         "host": platform.node(),
     }
 

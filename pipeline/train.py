@@ -1,5 +1,5 @@
 """Stage `train@<tier>`: train one tier, logging to MLflow; resumes after a kill (the same
-training only: changed params or data start afresh, in a new MLflow run).
+training only: changed params, data or training code start afresh, in a new MLflow run).
 
 With ``train.devices > 1`` the stage re-launches itself under torchrun (data-parallel).
 """
@@ -16,7 +16,14 @@ from spkid.atomic import write_csv, write_json, write_text
 from spkid.config import build
 from spkid.train import distributed
 from spkid.train.config import Runtime, resolve_tier
-from spkid.train.run import RUN_ID_FILE, discard_if_changed, read_run_id, train_tier
+from spkid.train.run import (
+    RUN_ID_FILE,
+    TRAINING_CODE,
+    code_digest,
+    discard_if_changed,
+    read_run_id,
+    train_tier,
+)
 
 
 def main(tier: str) -> None:
@@ -27,8 +34,9 @@ def main(tier: str) -> None:
     out_dir = Path(paths["models"]) / tier
     store = paths["features"] + "/train"
     digest = json.loads(Path(store, "meta.json").read_text())["digest"]
-    if not distributed.under_torchrun():  # changed params or data: no resume, a new run
-        settings = {"tier": asdict(config), "seed": params["seed"], "digest": digest}
+    if not distributed.under_torchrun():  # changed params, data or code: no resume, a new run
+        code = code_digest(TRAINING_CODE)
+        settings = {"tier": asdict(config), "seed": params["seed"], "digest": digest, "code": code}
         discard_if_changed(out_dir, settings)
     if runtime.devices > 1 and not distributed.under_torchrun():
         sys.exit(distributed.relaunch(runtime.devices, "pipeline.train", [tier]))

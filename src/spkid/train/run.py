@@ -1,5 +1,6 @@
 """One tier's training from a feature store and a split: the `train` stage's library call."""
 
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +18,7 @@ from spkid.train.loop import Trainer
 
 RUN_ID_FILE = "run_id"
 SETTINGS_FILE = "settings.json"  # what trained the checkpoints beside it
+TRAINING_CODE = (Path(__file__).parent, Path(__file__).parent.parent / "models")  # train, models
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -28,13 +30,26 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def code_digest(folders) -> str:
+    """SHA-256 of the Python sources under ``folders`` (names and bytes): recorded with a
+    training's settings, so that a change of the code that trains starts a new training
+    instead of resuming a finished one."""
+    digest = hashlib.sha256()
+    for folder in map(Path, folders):
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(str(path.relative_to(folder.parent)).encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def discard_if_changed(out_dir, settings: dict) -> bool:
     """Delete what a training with other ``settings`` left in ``out_dir`` (checkpoints, run id),
     so that only the same training resumes; then record ``settings``.
 
     Args:
         out_dir: the tier's checkpoint folder (DVC keeps it between runs).
-        settings: JSON-able description of the training (resolved tier, seed, data digest).
+        settings: JSON-able description of the training (resolved tier, seed, data and
+            code digests).
 
     Returns:
         True when something was deleted.
