@@ -108,12 +108,12 @@ class Trainer:
         model = model or SpeakerNet(config.model, train.frames.shape[1], len(speaker2id))
         self.model = model.to(self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed + 1000 * rank)
-        fused = self.device.type == "cuda"
+        cuda = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=self.recipe.lr,
             weight_decay=self.recipe.weight_decay,
-            fused=fused,
+            fused=cuda,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.recipe.warmup, self.recipe.steps)
@@ -122,9 +122,9 @@ class Trainer:
         self.net = self.model
         if world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if fused else None
+                self.model, device_ids=[self.device.index] if cuda else None
             )
-        self.step_fn = torch.compile(self.net) if compile and fused else self.net
+        self.step_fn = torch.compile(self.net) if compile and cuda else self.net
 
     # ---- checkpoints -------------------------------------------------------------
     def save(self, name: str, **extra) -> None:
