@@ -1,4 +1,4 @@
-"""Stage `ensemble`: the averaged log-probabilities of several tiers' best checkpoints,
+"""Stage `ensemble`: the averaged log-probabilities of several tiers' kept checkpoints (`best.pt`),
 validated and predicted like one more tier (reports/{validate,predict}/ensemble)."""
 
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""Stage `validate@<tier>`: the best checkpoint on the valid split at full length."""
+"""Stage `validate@<tier>`: the kept checkpoint (`best.pt`, see `recipe.select`) on the valid
+split at full length."""
 
 import sys
 from pathlib import Path

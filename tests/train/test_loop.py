@@ -97,6 +97,28 @@ def test_grad_clip_bounds_the_gradient_norm(tiny_store, tmp_path):
         trainer(tiny_store, tmp_path / "bad", Recorder(), recipe={"grad_clip": -1.0})
 
 
+@pytest.mark.parametrize("select", ["best", "last"])
+def test_select_picks_the_weights_of_best_pt(tiny_store, tmp_path, select):
+    log = Recorder()
+    recipe = {"select": select, "valid_every": 10}
+    summary = trainer(tiny_store, tmp_path, log, recipe=recipe).fit()
+    top1 = {step: m["valid/top1"] for step, m in log.rows if "valid/top1" in m}
+    assert sorted(top1) == [10, 20, 30, 40]
+    first_best = min(step for step, v in top1.items() if v == max(top1.values()))
+    kept = 40 if select == "last" else first_best
+    assert (summary["best_step"], summary["best_top1"]) == (kept, top1[kept])
+    best, last = (checkpoint.load(tmp_path / n, "cpu")["model"] for n in ("best.pt", "last.pt"))
+    same = all(torch.equal(best[k], last[k]) for k in last)
+    assert same == (kept == 40)
+
+
+def test_select_last_refuses_early_stopping(tiny_store, tmp_path):
+    with pytest.raises(ConfigError, match="patience"):
+        trainer(tiny_store, tmp_path, Recorder(), recipe={"select": "last", "patience": 2})
+    with pytest.raises(ConfigError, match="select"):
+        trainer(tiny_store, tmp_path, Recorder(), recipe={"select": "first"})
+
+
 def test_lr_schedule_warms_up_then_decays_to_zero():
     assert (
         lr_factor(0, 10, 100) == 0 and lr_factor(5, 10, 100) == 0.5 and lr_factor(10, 10, 100) == 1

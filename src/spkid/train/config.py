@@ -30,6 +30,9 @@ class Recipe:
         steps: total optimiser steps.
         valid_every: steps between validations (and best-checkpoint updates).
         patience: validations without improvement before stopping early; 0 never stops.
+        select: which weights become ``best.pt``, the checkpoint later stages use: best
+            (the highest validation top-1, the course's choice) or last (the latest
+            validation's, which is the final step's).
         log_every: steps between logged training metrics.
         checkpoint_every: steps between last-checkpoint writes.
         valid_frames: frames per full-length validation batch.
@@ -45,6 +48,7 @@ class Recipe:
     steps: int
     valid_every: int
     patience: int = 0
+    select: Literal["best", "last"] = "best"
     log_every: int = 50
     checkpoint_every: int = 500
     valid_frames: int = 65536
@@ -55,6 +59,11 @@ class Recipe:
         for name in ("segment", "batch", "steps", "valid_every", "log_every", "checkpoint_every"):
             check(getattr(self, name) > 0, f"recipe.{name}", "must be positive")
         check(0 <= self.warmup < self.steps, "recipe.warmup", f"must be in [0, steps={self.steps})")
+        check(
+            not (self.patience and self.select == "last"),
+            "recipe.patience",
+            "early stopping keeps the best checkpoint: set select: best or patience: 0",
+        )
         check(self.grad_clip >= 0, "recipe.grad_clip", "must be >= 0 (0: no clipping)")
 
 

@@ -25,7 +25,7 @@ class State:
     """What a resume needs beyond weights and optimiser."""
 
     step: int = 0
-    best_top1: float = -1.0
+    best_top1: float = -1.0  # validation top-1 and step of best.pt (recipe.select)
     best_step: int = 0
     bad_validations: int = 0
     train_seconds: float = 0.0
@@ -243,11 +243,11 @@ class Trainer:
             self.log(metrics, step)
 
     def _validate_and_keep_best(self) -> bool:
-        """Validate, keep the best checkpoint; True when patience has run out."""
+        """Validate, keep best.pt as recipe.select says; True when patience has run out."""
         s = self.state
         metrics = self.validate()
         self._log({f"valid/{k}": v for k, v in metrics.items()}, s.step)
-        if metrics["top1"] > s.best_top1:
+        if self.recipe.select == "last" or metrics["top1"] > s.best_top1:
             s.best_top1, s.best_step, s.bad_validations = metrics["top1"], s.step, 0
             self.save(checkpoint.BEST, valid=metrics)
         else:
