@@ -9,7 +9,7 @@ Usage (one model per process, so several share a GPU; then merge):
     python bench/so762.py --store /tmp/so762_store --model boss --out parts/boss.json
     python bench/so762.py --store /tmp/so762_store --model boss --set recipe.lr=5e-4 --out parts/boss_lr.json
     python bench/so762.py --ensemble parts/boss.npz parts/medium.npz --out parts/boss+medium.json
-    python bench/so762.py --merge parts/*.json --out reports/bench/so762.json
+    python bench/so762.py --merge parts/*.json --out reports/bench/so762.json   # adds or replaces rows
 Models: anchor, ecapa, and the tiers of params.yaml (course profile; --set KEY=VALUE overrides
 one of its model or recipe fields, YAML-typed). Each trained model also writes its test
 log-probabilities beside --out (.npz); --ensemble scores the mean of several.
@@ -208,7 +208,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if args.merge:
-        merged = {Path(p).stem: json.loads(Path(p).read_text()) for p in args.merge}
+        merged = json.loads(args.out.read_text()) if args.out.exists() else {}
+        merged.update({Path(p).stem: json.loads(Path(p).read_text()) for p in args.merge})
         args.out.write_text(json.dumps(merged, indent=2) + "\n")
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
