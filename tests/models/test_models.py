@@ -13,6 +13,7 @@ from spkid.models.pooling import SelfAttentionPooling
 ENCODERS = ["transformer", "conformer"]
 POOLINGS = ["mean", "sap", "asp"]
 HEADS = ["mlp", "bn_mlp", "amsoftmax", "aamsoftmax"]
+FRONTENDS = ["linear", "conv"]
 
 
 def config(**kw):
@@ -43,13 +44,24 @@ def test_shapes(encoder, pooling, head):
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("n_mels", [40, 41])
+def test_conv_frontend_keeps_time_and_outputs_d_model(encoder, n_mels):
+    model = SpeakerNet(config(encoder=encoder, frontend="conv"), n_mels=n_mels, n_classes=7)
+    feats, lengths = torch.randn(3, 30, n_mels), torch.tensor([30, 12, 5])
+    assert model.encoder.prenet(feats, lengths).shape == (3, 30, 16)
+    frames, out_lengths = model.encoder(feats, lengths)
+    assert frames.shape == (3, 30, 16) and torch.equal(out_lengths, lengths)
+    assert model(feats, lengths).shape == (3, 7)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("frontend", FRONTENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_padding_never_changes_a_result(encoder, pooling, dtype):
+def test_padding_never_changes_a_result(encoder, pooling, frontend, dtype):
     torch.manual_seed(0)
-    model = (
-        SpeakerNet(config(encoder=encoder, pooling=pooling, head="bn_mlp"), 40, 5).to(dtype).eval()
-    )
+    cfg = config(encoder=encoder, pooling=pooling, frontend=frontend, head="bn_mlp")
+    model = SpeakerNet(cfg, 40, 5).to(dtype).eval()
     alone = torch.randn(1, 17, 40, dtype=dtype)
     batch = torch.full((3, 40, 40), 7.0, dtype=dtype)  # padding with a loud value, not zeros
     batch[1, :17] = alone[0]
@@ -151,6 +163,8 @@ def test_self_attention_weights_sum_to_one_over_valid_frames():
 def test_model_config_rejects_bad_values_and_unknown_keys():
     with pytest.raises(ConfigError, match="not one of"):
         build(ModelConfig, {**vars(config()), "pooling": "max"}, "model")
+    with pytest.raises(ConfigError, match="model.frontend"):
+        build(ModelConfig, {**vars(config()), "frontend": "cnn"}, "model")
     with pytest.raises(ConfigError, match="unknown key"):
         build(ModelConfig, {**vars(config()), "depth": 3}, "model")
     with pytest.raises(ConfigError, match="odd"):
@@ -181,6 +195,6 @@ def test_conformer_encoder_equals_torchaudio_without_padding():
         layer.conv_module.sequential[3].running_mean.normal_()
         layer.conv_module.sequential[3].running_var.uniform_(0.5, 2.0)
     feats, lengths = torch.randn(3, 25, 40), torch.full((3,), 25)
-    want, _ = enc.conformer(enc.prenet(feats), lengths)
+    want, _ = enc.conformer(enc.prenet(feats, lengths), lengths)
     got, _ = enc(feats, lengths)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -22,6 +22,8 @@ class ModelConfig:
     Args:
         encoder: transformer or conformer.
         d_model, layers, heads, ffn, dropout: encoder size.
+        frontend: the encoder's prenet: linear (a Linear per frame, default) or conv (two
+            3x3 Conv2d over time and mel, mel stride 2, then a Linear).
         kernel: Conformer depthwise kernel (odd).
         aggregate: Conformer: pool every layer's output, concatenated (MFA-Conformer).
         pooling: mean, sap (self-attention) or asp (attentive statistics).
@@ -38,6 +40,7 @@ class ModelConfig:
     dropout: float
     pooling: Literal["mean", "sap", "asp"]
     head: Literal["mlp", "bn_mlp", "amsoftmax", "aamsoftmax"]
+    frontend: Literal["linear", "conv"] = "linear"
     kernel: int = 31
     aggregate: bool = False
     embedding: int = 0
@@ -77,6 +80,7 @@ class SpeakerNet(nn.Module):
             "heads": cfg.heads,
             "ffn": cfg.ffn,
             "dropout": cfg.dropout,
+            "frontend": cfg.frontend,
         }
         if cfg.encoder == "conformer":
             kwargs.update(kernel=cfg.kernel, aggregate=cfg.aggregate)

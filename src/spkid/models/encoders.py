@@ -7,9 +7,52 @@ from torch import nn
 
 from spkid.models.masking import masked_batch_norm, padding_mask
 
+STEM_CHANNELS = 32  # ConvStem's channels
+
+
+class LinearPrenet(nn.Linear):
+    """The course sample's prenet, a Linear from n_mels to d_model on every frame.
+
+    Args:
+        n_mels: input feature width.
+        d_model: output width.
+    """
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """feats (B, T, n_mels), lengths (B,) -> (B, T, d_model)."""
+        return super().forward(feats)
+
+
+class ConvStem(nn.Module):
+    """Two 3x3 Conv2d-ReLU over (time, mel), mel stride 2, then a Linear to d_model; time
+    resolution is kept and padded frames are zeroed before each convolution.
+
+    Args:
+        n_mels: input feature width.
+        d_model: output width.
+    """
+
+    def __init__(self, n_mels: int, d_model: int):
+        super().__init__()
+        c = STEM_CHANNELS
+        self.conv1 = nn.Conv2d(1, c, 3, stride=(1, 2), padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, stride=(1, 2), padding=1)
+        mels = (n_mels + 3) // 4  # mel bins left after two stride-2 convolutions
+        self.out = nn.Linear(c * mels, d_model)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """feats (B, T, n_mels), lengths (B,) -> (B, T, d_model)."""
+        pad = padding_mask(lengths, feats.shape[1])[:, None, :, None]  # (B, 1, T, 1)
+        h = torch.relu(self.conv1(feats[:, None].masked_fill(pad, 0.0)))  # (B, C, T, n_mels/2)
+        h = torch.relu(self.conv2(h.masked_fill(pad, 0.0)))  # (B, C, T, n_mels/4)
+        return self.out(h.transpose(1, 2).flatten(2))  # (B, T, C * n_mels/4) -> (B, T, d_model)
+
+
+PRENETS = {"linear": LinearPrenet, "conv": ConvStem}
+
 
 class TransformerEncoder(nn.Module):
-    """The course sample's encoder: a linear prenet then post-norm Transformer layers.
+    """The course sample's encoder: a prenet then post-norm Transformer layers.
 
     Args:
         n_mels: input feature width.
@@ -18,13 +61,21 @@ class TransformerEncoder(nn.Module):
         heads: attention heads.
         ffn: feed-forward width.
         dropout: dropout probability.
+        frontend: the prenet, linear (default) or conv (ConvStem).
     """
 
     def __init__(
-        self, n_mels: int, d_model: int, layers: int, heads: int, ffn: int, dropout: float
+        self,
+        n_mels: int,
+        d_model: int,
+        layers: int,
+        heads: int,
+        ffn: int,
+        dropout: float,
+        frontend: str = "linear",
     ):
         super().__init__()
-        self.prenet = nn.Linear(n_mels, d_model)
+        self.prenet = PRENETS[frontend](n_mels, d_model)
         layer = nn.TransformerEncoderLayer(d_model, heads, ffn, dropout, batch_first=True)
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out_dim = d_model
@@ -32,11 +83,11 @@ class TransformerEncoder(nn.Module):
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
         """feats (B, T, n_mels), lengths (B,) -> frames (B, T, d_model), lengths (B,)."""
         pad = padding_mask(lengths, feats.shape[1])
-        return self.layers(self.prenet(feats), src_key_padding_mask=pad), lengths
+        return self.layers(self.prenet(feats, lengths), src_key_padding_mask=pad), lengths
 
 
 class ConformerEncoder(nn.Module):
-    """A linear prenet then torchaudio's Conformer layers, with padding kept out of the
+    """A prenet then torchaudio's Conformer layers, with padding kept out of the
     convolution module (zeroed before the depthwise convolution, skipped by batch norm).
 
     Args:
@@ -49,6 +100,7 @@ class ConformerEncoder(nn.Module):
         kernel: depthwise convolution kernel size (odd).
         aggregate: output every layer's frames concatenated and layer-normalised
             (multi-scale feature aggregation, MFA-Conformer) instead of the last layer's.
+        frontend: the prenet, linear (default) or conv (ConvStem).
     """
 
     def __init__(
@@ -61,9 +113,10 @@ class ConformerEncoder(nn.Module):
         dropout: float,
         kernel: int,
         aggregate: bool = False,
+        frontend: str = "linear",
     ):
         super().__init__()
-        self.prenet = nn.Linear(n_mels, d_model)
+        self.prenet = PRENETS[frontend](n_mels, d_model)
         self.conformer = torchaudio.models.Conformer(
             input_dim=d_model,
             num_heads=heads,
@@ -78,7 +131,7 @@ class ConformerEncoder(nn.Module):
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
         """feats (B, T, n_mels), lengths (B,) -> frames (B, T, out_dim), lengths (B,)."""
         pad = padding_mask(lengths, feats.shape[1])
-        x = self.prenet(feats).transpose(0, 1)  # (T, B, D)
+        x = self.prenet(feats, lengths).transpose(0, 1)  # (T, B, D)
         outs = []
         for layer in self.conformer.conformer_layers:
             x = _conformer_layer(layer, x, pad)
