@@ -13,7 +13,7 @@ from spkid.models.pooling import SelfAttentionPooling
 ENCODERS = ["transformer", "conformer"]
 POOLINGS = ["mean", "sap", "asp"]
 HEADS = ["mlp", "bn_mlp", "amsoftmax", "aamsoftmax"]
-FRONTENDS = ["linear", "conv"]
+PRENET_KINDS = ["linear", "conv"]
 
 
 def config(**kw):
@@ -45,8 +45,8 @@ def test_shapes(encoder, pooling, head):
 
 @pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("n_mels", [40, 41])
-def test_conv_frontend_keeps_time_and_outputs_d_model(encoder, n_mels):
-    model = SpeakerNet(config(encoder=encoder, frontend="conv"), n_mels=n_mels, n_classes=7)
+def test_conv_prenet_keeps_time_and_outputs_d_model(encoder, n_mels):
+    model = SpeakerNet(config(encoder=encoder, prenet="conv"), n_mels=n_mels, n_classes=7)
     feats, lengths = torch.randn(3, 30, n_mels), torch.tensor([30, 12, 5])
     assert model.encoder.prenet(feats, lengths).shape == (3, 30, 16)
     frames, out_lengths = model.encoder(feats, lengths)
@@ -56,11 +56,11 @@ def test_conv_frontend_keeps_time_and_outputs_d_model(encoder, n_mels):
 
 @pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("pooling", POOLINGS)
-@pytest.mark.parametrize("frontend", FRONTENDS)
+@pytest.mark.parametrize("prenet", PRENET_KINDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_padding_never_changes_a_result(encoder, pooling, frontend, dtype):
+def test_padding_never_changes_a_result(encoder, pooling, prenet, dtype):
     torch.manual_seed(0)
-    cfg = config(encoder=encoder, pooling=pooling, frontend=frontend, head="bn_mlp")
+    cfg = config(encoder=encoder, pooling=pooling, prenet=prenet, head="bn_mlp")
     model = SpeakerNet(cfg, 40, 5).to(dtype).eval()
     alone = torch.randn(1, 17, 40, dtype=dtype)
     batch = torch.full((3, 40, 40), 7.0, dtype=dtype)  # padding with a loud value, not zeros
@@ -163,8 +163,8 @@ def test_self_attention_weights_sum_to_one_over_valid_frames():
 def test_model_config_rejects_bad_values_and_unknown_keys():
     with pytest.raises(ConfigError, match="not one of"):
         build(ModelConfig, {**vars(config()), "pooling": "max"}, "model")
-    with pytest.raises(ConfigError, match="model.frontend"):
-        build(ModelConfig, {**vars(config()), "frontend": "cnn"}, "model")
+    with pytest.raises(ConfigError, match="model.prenet"):
+        build(ModelConfig, {**vars(config()), "prenet": "cnn"}, "model")
     with pytest.raises(ConfigError, match="unknown key"):
         build(ModelConfig, {**vars(config()), "depth": 3}, "model")
     with pytest.raises(ConfigError, match="odd"):

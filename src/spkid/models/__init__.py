@@ -22,7 +22,7 @@ class ModelConfig:
     Args:
         encoder: transformer or conformer.
         d_model, layers, heads, ffn, dropout: encoder size.
-        frontend: the encoder's prenet: linear (a Linear per frame, default) or conv (two
+        prenet: the encoder's input layer: linear (a Linear per frame, default) or conv (two
             3x3 Conv2d over time and mel, mel stride 2, then a Linear).
         kernel: Conformer depthwise kernel (odd).
         aggregate: Conformer: pool every layer's output, concatenated (MFA-Conformer).
@@ -40,7 +40,7 @@ class ModelConfig:
     dropout: float
     pooling: Literal["mean", "sap", "asp"]
     head: Literal["mlp", "bn_mlp", "amsoftmax", "aamsoftmax"]
-    frontend: Literal["linear", "conv"] = "linear"
+    prenet: Literal["linear", "conv"] = "linear"
     kernel: int = 31
     aggregate: bool = False
     embedding: int = 0
@@ -80,7 +80,7 @@ class SpeakerNet(nn.Module):
             "heads": cfg.heads,
             "ffn": cfg.ffn,
             "dropout": cfg.dropout,
-            "frontend": cfg.frontend,
+            "prenet": cfg.prenet,
         }
         if cfg.encoder == "conformer":
             kwargs.update(kernel=cfg.kernel, aggregate=cfg.aggregate)

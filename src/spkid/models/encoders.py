@@ -61,7 +61,7 @@ class TransformerEncoder(nn.Module):
         heads: attention heads.
         ffn: feed-forward width.
         dropout: dropout probability.
-        frontend: the prenet, linear (default) or conv (ConvStem).
+        prenet: the input layer, linear (default, LinearPrenet) or conv (ConvStem).
     """
 
     def __init__(
@@ -72,10 +72,10 @@ class TransformerEncoder(nn.Module):
         heads: int,
         ffn: int,
         dropout: float,
-        frontend: str = "linear",
+        prenet: str = "linear",
     ):
         super().__init__()
-        self.prenet = PRENETS[frontend](n_mels, d_model)
+        self.prenet = PRENETS[prenet](n_mels, d_model)
         layer = nn.TransformerEncoderLayer(d_model, heads, ffn, dropout, batch_first=True)
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out_dim = d_model
@@ -100,7 +100,7 @@ class ConformerEncoder(nn.Module):
         kernel: depthwise convolution kernel size (odd).
         aggregate: output every layer's frames concatenated and layer-normalised
             (multi-scale feature aggregation, MFA-Conformer) instead of the last layer's.
-        frontend: the prenet, linear (default) or conv (ConvStem).
+        prenet: the input layer, linear (default, LinearPrenet) or conv (ConvStem).
     """
 
     def __init__(
@@ -113,10 +113,10 @@ class ConformerEncoder(nn.Module):
         dropout: float,
         kernel: int,
         aggregate: bool = False,
-        frontend: str = "linear",
+        prenet: str = "linear",
     ):
         super().__init__()
-        self.prenet = PRENETS[frontend](n_mels, d_model)
+        self.prenet = PRENETS[prenet](n_mels, d_model)
         self.conformer = torchaudio.models.Conformer(
             input_dim=d_model,
             num_heads=heads,
