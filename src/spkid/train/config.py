@@ -38,10 +38,6 @@ class Recipe:
         valid_frames: frames per full-length validation batch.
         specaug: SpecAugment masks.
         grad_clip: largest gradient norm before each step (0: no clipping).
-        ema: decay of an exponential moving average of the weights, updated every step;
-            validation and checkpoints then use the averaged weights (0: none).
-        segment_max: crops of every step get a length drawn uniformly from
-            [segment, segment_max] (0: always ``segment``).
     """
 
     segment: int
@@ -58,8 +54,6 @@ class Recipe:
     valid_frames: int = 65536
     specaug: SpecAugment = field(default_factory=SpecAugment)
     grad_clip: float = 0.0
-    ema: float = 0.0
-    segment_max: int = 0
 
     def __post_init__(self):
         for name in ("segment", "batch", "steps", "valid_every", "log_every", "checkpoint_every"):
@@ -71,12 +65,6 @@ class Recipe:
             "early stopping keeps the best checkpoint: set select: best or patience: 0",
         )
         check(self.grad_clip >= 0, "recipe.grad_clip", "must be >= 0 (0: no clipping)")
-        check(0.0 <= self.ema < 1.0, "recipe.ema", f"must be in [0, 1), got {self.ema}")
-        check(
-            self.segment_max == 0 or self.segment_max >= self.segment,
-            "recipe.segment_max",
-            f"must be 0 or at least segment={self.segment}",
-        )
 
 
 @dataclass(frozen=True)

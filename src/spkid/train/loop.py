@@ -2,7 +2,6 @@
 early stopping, and checkpoints that resume exactly."""
 
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from spkid.evaluate.infer import autocast, predict_logits
@@ -107,14 +105,8 @@ class Trainer:
         self.rank, self.world = rank, world
         self.device = train.device
         torch.manual_seed(seed)
-        self.seed = seed
         model = model or SpeakerNet(config.model, train.frames.shape[1], len(speaker2id))
         self.model = model.to(self.device)
-        self.ema = None  # recipe.ema: the averaged weights, which validation and checkpoints use
-        if self.recipe.ema:
-            average = get_ema_multi_avg_fn(self.recipe.ema)
-            self.ema = AveragedModel(self.model, multi_avg_fn=average, use_buffers=True)
-        self.kept = self.ema.module if self.ema else self.model
         self.generator = torch.Generator(self.device).manual_seed(seed + 1000 * rank)
         cuda = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
@@ -139,11 +131,9 @@ class Trainer:
         """Write checkpoint ``name`` (rank 0 only)."""
         if self.rank:
             return
-        if self.ema:
-            extra.update(trained=self.model.state_dict(), ema_updates=self.ema.n_averaged)
         checkpoint.save(
             self.out_dir / name,
-            self.kept,
+            self.model,
             self.config,
             self.train_data.frames.shape[1],
             self.speaker2id,
@@ -161,10 +151,7 @@ class Trainer:
         if not path.exists():
             return False
         ckpt = checkpoint.load(path, self.device)
-        self.kept.load_state_dict(ckpt["model"])
-        if self.ema:
-            self.model.load_state_dict(ckpt["trained"])
-            self.ema.n_averaged.copy_(ckpt["ema_updates"])
+        self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.generator.set_state(ckpt["generator"].cpu())
@@ -176,7 +163,7 @@ class Trainer:
     def train_step(self) -> tuple:
         """One optimiser step on fresh crops. Returns (loss, accuracy) tensors."""
         r = self.recipe
-        feats, lengths, labels = self.train_data.crops(r.batch, self.segment(), self.generator)
+        feats, lengths, labels = self.train_data.crops(r.batch, r.segment, self.generator)
         feats = spec_augment(feats, r.specaug, self.generator)
         with autocast(self.device, self.precision):
             logits = self.step_fn(feats, lengths, labels)
@@ -187,23 +174,11 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip, foreach=True)
         self.optimizer.step()
         self.scheduler.step()
-        if self.ema:
-            self.ema.update_parameters(self.model)
         return loss.detach(), (logits.argmax(1) == labels).float().mean()
-
-    def segment(self) -> int:
-        """This step's crop length: recipe.segment, or with recipe.segment_max one drawn
-        from the seed and the step (so a resumed run draws the same)."""
-        r = self.recipe
-        if not r.segment_max:
-            return r.segment
-        return random.Random(self.seed * 1_000_003 + self.state.step).randint(
-            r.segment, r.segment_max
-        )
 
     def validate(self) -> dict:
         """Full-length metrics on the validation set."""
-        logp = predict_logits(self.kept, self.valid_data, self.recipe.valid_frames, self.precision)
+        logp = predict_logits(self.model, self.valid_data, self.recipe.valid_frames, self.precision)
         return classification_metrics(logp.cpu().numpy(), self.valid_data.labels.cpu().numpy())
 
     # ---- the loop ----------------------------------------------------------------
