@@ -11,7 +11,9 @@ Usage (one model per process, so several share a GPU; then merge):
     python bench/so762.py --ensemble parts/boss.npz parts/medium.npz --out parts/boss+medium.json
     python bench/so762.py --merge parts/*.json --out reports/bench/so762.json   # adds or replaces rows
 Models: anchor, ecapa, and the tiers of params.yaml (course profile; --set KEY=VALUE overrides
-one of its model or recipe fields, YAML-typed). Each trained model also writes its test
+one of its model or recipe fields, YAML-typed). Every model trains on crops of batch 128: boss
+and the ECAPA peer for 4,000 steps (SO762_STEPS), each tier for as many times that as its
+course recipe has boss's training segments (batch x steps; beyond, at batch 64: twice). Each trained model also writes its test
 log-probabilities beside --out (.npz); --ensemble scores the mean of several.
 """
 
@@ -41,7 +43,7 @@ from spkid.train.data import DeviceData
 
 POOL_PER_SPEAKER = 8
 WINDOW = 200
-STEPS = int(os.environ.get("SO762_STEPS", "4000"))
+STEPS = int(os.environ.get("SO762_STEPS", "4000"))  # the boss tier's; others scale (budget)
 BATCH = 128
 TEST_CROPS = 10  # test-time crops of the training segment, scored beside full length
 VALID_RATIO = 1 / POOL_PER_SPEAKER
@@ -135,10 +137,18 @@ def _value(text: str):
     return yaml.safe_load(text)
 
 
+def budget(tier: str) -> float:
+    """The tier's training segments (batch x steps, course profile) over the boss tier's."""
+    tiers = load_tiers()
+    segments = [resolve_tier(tiers, t, "course").recipe for t in (tier, "boss")]
+    return (segments[0].batch * segments[0].steps) / (segments[1].batch * segments[1].steps)
+
+
 def bench_config(name: str, override: dict) -> TierConfig:
-    """The tier's course model and recipe at this benchmark's budget, then ``override``."""
+    """The tier's course model and recipe at this benchmark's budget, then ``override``: batch
+    BATCH and STEPS steps times the tier's budget; warmup and validation as for STEPS."""
     tier = "boss" if name == "ecapa" else name
-    cfg = tier_config(tier, BATCH, STEPS)
+    cfg = tier_config(tier, BATCH, round(STEPS * budget(tier)))
     recipe = replace(
         cfg.recipe,
         segment=resolve_tier(load_tiers(), tier, "course").recipe.segment,  # ECAPA: boss's crops
@@ -176,6 +186,7 @@ def train_and_score(
         "train_s": time.perf_counter() - start,
         "parameters": sum(p.numel() for p in t.model.parameters()),
         "segment": cfg.recipe.segment,
+        "steps": cfg.recipe.steps,
         "set": override,
     }
     return result, logps
