@@ -38,6 +38,9 @@ class Recipe:
         valid_frames: frames per full-length validation batch.
         specaug: SpecAugment masks.
         grad_clip: largest gradient norm before each step (0: no clipping).
+        channel: random channel augmentation: each crop's log-mels get a smooth offset over
+            the mel axis, the first CHANNEL_TERMS cosines with weights uniform in
+            [-channel, channel] (a random gain, tilt and bowl; 0: none).
     """
 
     segment: int
@@ -54,6 +57,7 @@ class Recipe:
     valid_frames: int = 65536
     specaug: SpecAugment = field(default_factory=SpecAugment)
     grad_clip: float = 0.0
+    channel: float = 0.0
 
     def __post_init__(self):
         for name in ("segment", "batch", "steps", "valid_every", "log_every", "checkpoint_every"):
@@ -65,6 +69,7 @@ class Recipe:
             "early stopping keeps the best checkpoint: set select: best or patience: 0",
         )
         check(self.grad_clip >= 0, "recipe.grad_clip", "must be >= 0 (0: no clipping)")
+        check(self.channel >= 0, "recipe.channel", "must be >= 0 (0: none)")
 
 
 @dataclass(frozen=True)

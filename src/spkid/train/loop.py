@@ -66,6 +66,22 @@ def _mask(
     return x.masked_fill(hit, value)
 
 
+CHANNEL_TERMS = 3  # random_channel's cosines: gain, tilt, bowl
+
+
+def random_channel(
+    feats: torch.Tensor, strength: float, generator: torch.Generator
+) -> torch.Tensor:
+    """A random smooth log-spectral offset per crop, as a recording channel adds one:
+    sum_k w_k cos(pi k (m + 1/2) / M) for k < CHANNEL_TERMS, w_k uniform in
+    [-strength, strength]. feats (B, T, M) -> (B, T, M)."""
+    mels = feats.shape[2]
+    k = torch.arange(CHANNEL_TERMS, device=feats.device)[:, None]
+    basis = torch.cos(torch.pi * k * (torch.arange(mels, device=feats.device) + 0.5) / mels)
+    u = torch.rand(feats.shape[0], CHANNEL_TERMS, device=feats.device, generator=generator)
+    return feats + ((2 * u - 1) * strength @ basis)[:, None, :]
+
+
 class Trainer:
     """Trains one SpeakerNet on device-resident data.
 
@@ -164,6 +180,8 @@ class Trainer:
         """One optimiser step on fresh crops. Returns (loss, accuracy) tensors."""
         r = self.recipe
         feats, lengths, labels = self.train_data.crops(r.batch, r.segment, self.generator)
+        if r.channel:
+            feats = random_channel(feats, r.channel, self.generator)
         feats = spec_augment(feats, r.specaug, self.generator)
         with autocast(self.device, self.precision):
             logits = self.step_fn(feats, lengths, labels)
