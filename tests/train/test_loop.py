@@ -8,7 +8,7 @@ from spkid.data.store import open_store
 from spkid.train import checkpoint
 from spkid.train.config import resolve_tier
 from spkid.train.data import PAD_VALUE, DeviceData
-from spkid.train.loop import Trainer, lr_factor
+from spkid.train.loop import CHANNEL_TERMS, Trainer, lr_factor, random_channel
 
 TIERS = {
     "t": {
@@ -110,6 +110,33 @@ def test_select_picks_the_weights_of_best_pt(tiny_store, tmp_path, select):
     best, last = (checkpoint.load(tmp_path / n, "cpu")["model"] for n in ("best.pt", "last.pt"))
     same = all(torch.equal(best[k], last[k]) for k in last)
     assert same == (kept == 40)
+
+
+def test_random_channel_adds_one_smooth_offset_per_crop():
+    feats = torch.randn(64, 30, 40)
+    out = random_channel(feats, 0.5, torch.Generator().manual_seed(0))
+    offset = out - feats  # (B, T, M)
+    torch.testing.assert_close(offset, offset[:, :1].expand_as(offset))  # the same every frame
+    mels = torch.arange(40) + 0.5
+    basis = torch.stack([torch.cos(torch.pi * k * mels / 40) for k in range(CHANNEL_TERMS)])
+    weights = torch.linalg.lstsq(basis.T, offset[:, 0].T).solution  # (K, B)
+    torch.testing.assert_close(weights.T @ basis, offset[:, 0], atol=1e-5, rtol=0)
+    assert weights.abs().max() <= 0.5 and weights.abs().max() > 0.4  # uniform in [-0.5, 0.5]
+    assert (weights > 0).any(1).all() and (weights < 0).any(1).all()  # every term takes both signs
+    again = random_channel(feats, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_channel_augments_training_crops_only_when_set(tiny_store, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("spkid.train.loop.random_channel", lambda f, s, g: seen.append(s) or f)
+    for channel in (0.0, 0.7):
+        trainer(
+            tiny_store, tmp_path / str(channel), Recorder(), recipe={"channel": channel}
+        ).train_step()
+    assert seen == [0.7]
+    with pytest.raises(ConfigError, match="recipe.channel"):
+        trainer(tiny_store, tmp_path / "bad", Recorder(), recipe={"channel": -1.0})
 
 
 def test_select_last_refuses_early_stopping(tiny_store, tmp_path):
