@@ -13,8 +13,9 @@ Usage (one model per process, so several share a GPU; then merge):
 Models: anchor, ecapa, and the tiers of params.yaml (course profile; --set KEY=VALUE overrides
 one of its model or recipe fields, YAML-typed). Every model trains on crops of batch 128: boss
 and the ECAPA peer for 4,000 steps (SO762_STEPS), each tier for as many times that as its
-course recipe has boss's training segments (batch x steps; beyond, at batch 64: twice). Each trained model also writes its test
-log-probabilities beside --out (.npz); --ensemble scores the mean of several.
+course recipe has boss's training segments (batch x steps; beyond, at batch 64: twice).
+Each trained model also writes its test log-probabilities beside --out (.npz); --ensemble
+scores the mean of several.
 """
 
 import argparse
@@ -140,8 +141,8 @@ def _value(text: str):
 def budget(tier: str) -> float:
     """The tier's training segments (batch x steps, course profile) over the boss tier's."""
     tiers = load_tiers()
-    segments = [resolve_tier(tiers, t, "course").recipe for t in (tier, "boss")]
-    return (segments[0].batch * segments[0].steps) / (segments[1].batch * segments[1].steps)
+    own, boss = (resolve_tier(tiers, t, "course").recipe for t in (tier, "boss"))
+    return (own.batch * own.steps) / (boss.batch * boss.steps)
 
 
 def bench_config(name: str, override: dict) -> TierConfig:
