@@ -206,15 +206,6 @@ def ensemble(paths: list) -> dict:
     return {**top1(mean, parts[0]["labels"]), "members": [Path(p).stem for p in paths]}
 
 
-def utterance_cmn(store):
-    """Probe: the store with each utterance's per-mel mean subtracted."""
-    out = np.zeros(store.frames.shape, np.float16)
-    for o, n in zip(store.offsets, store.lengths):
-        x = np.asarray(store.frames[o : o + n], dtype=np.float32)
-        out[o : o + n] = x - x.mean(0)
-    return replace(store, frames=out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -227,7 +218,6 @@ def main() -> None:
     ap.add_argument("--merge", nargs="*")
     ap.add_argument("--ensemble", nargs="*")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--utt-cmn", action="store_true")  # probe: per-utterance mean removed
     args = ap.parse_args()
     if args.merge:
         merged = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -241,8 +231,6 @@ def main() -> None:
         print("ensemble", json.dumps(result), flush=True)
         return
     store = open_store(args.store)
-    if args.utt_cmn:
-        store = utterance_cmn(store)
     train, valid, test = protocol(store)
     if args.model == "anchor":
         result = anchor(store, np.concatenate([train, valid]), test)
