@@ -13,7 +13,7 @@ Usage (one model per process, so several share a GPU; then merge):
 Models: anchor, ecapa, and the tiers of params.yaml (course profile; --set KEY=VALUE overrides
 one of its model or recipe fields, YAML-typed). Every model trains on crops of batch 128: boss
 and the ECAPA peer for 4,000 steps (SO762_STEPS), each tier for as many times that as its
-course recipe has boss's training segments (batch x steps; beyond, at batch 64: twice).
+course recipe has boss's training segments (batch x steps; beyond: three times).
 Each trained model also writes its test log-probabilities beside --out (.npz); --ensemble
 scores the mean of several.
 """
