@@ -23,7 +23,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +158,7 @@ def bench_config(name: str, override: dict) -> TierConfig:
         log_every=STEPS // 8,
         checkpoint_every=STEPS,
     )
-    data = {"model": vars(cfg.model), "recipe": {**vars(recipe), "specaug": vars(recipe.specaug)}}
+    data = asdict(replace(cfg, recipe=recipe))
     return build(TierConfig, merge(data, override), f"{name} --set")
 
 

@@ -25,7 +25,6 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from spkid.config import build
 from spkid.data.hw4 import load_hw4_tensor, make_synthetic_hw4, read_hw4
 from spkid.data.split import split_indices
 from spkid.data.store import build_store, open_store
@@ -71,11 +70,7 @@ def tier_config(tier: str, batch: int, steps: int) -> TierConfig:
         checkpoint_every=steps,
         log_every=steps,
     )
-    return build(
-        TierConfig,
-        {"model": vars(cfg.model), "recipe": {**vars(recipe), "specaug": vars(recipe.specaug)}},
-        tier,
-    )
+    return replace(cfg, recipe=recipe)
 
 
 def make_trainer(cfg, store, train, valid, out_dir, compile_model, seed=0, model=None):
