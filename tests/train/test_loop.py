@@ -139,31 +139,6 @@ def test_channel_augments_training_crops_only_when_set(tiny_store, tmp_path, mon
         trainer(tiny_store, tmp_path / "bad", Recorder(), recipe={"channel": -1.0})
 
 
-def test_finetune_ends_training_on_longer_crops_with_its_margin(tiny_store, tmp_path):
-    recipe = {"finetune": {"steps": 15, "segment": 48, "margin": 0.4}}
-    t = trainer(tiny_store, tmp_path, Recorder(), recipe=recipe)
-    crops, seen = t.train_data.crops, []
-
-    def recording(batch, segment, generator):
-        seen.append((segment, t.model.head.margin))
-        return crops(batch, segment, generator)
-
-    t.train_data.crops = recording
-    t.fit()
-    assert seen == [(32, 0.2)] * 25 + [(48, 0.4)] * 15
-    with pytest.raises(ConfigError, match="recipe.finetune.steps"):
-        trainer(tiny_store, tmp_path / "long", Recorder(), recipe={"finetune": {"steps": 40}})
-    with pytest.raises(ConfigError, match="recipe.finetune"):
-        trainer(tiny_store, tmp_path / "seg", Recorder(), recipe={"finetune": {"steps": 5}})
-
-
-def test_finetune_needs_a_margin_head():
-    tiers = merge(TIERS, {"t": {"model": {"head": "mlp"}}})
-    tiers["t"]["demo"] = {"recipe": {"finetune": {"steps": 5, "segment": 48}}}
-    with pytest.raises(ConfigError, match="margin head"):
-        resolve_tier(tiers, "t", "demo")
-
-
 def test_select_last_refuses_early_stopping(tiny_store, tmp_path):
     with pytest.raises(ConfigError, match="patience"):
         trainer(tiny_store, tmp_path, Recorder(), recipe={"select": "last", "patience": 2})

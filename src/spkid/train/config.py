@@ -19,23 +19,6 @@ class SpecAugment:
 
 
 @dataclass(frozen=True)
-class Finetune:
-    """Large-margin fine-tuning (WeSpeaker's LMFT): the last ``steps`` of the schedule train on
-    longer crops with a larger margin, so the model ends on crops nearer a test utterance's
-    length. The cosine learning rate runs on unchanged; near its end it is small.
-
-    Args:
-        steps: the phase's length, counted in the recipe's ``steps`` (0: no phase).
-        segment: crop length in frames during the phase.
-        margin: the margin head's m during the phase (None: the model's).
-    """
-
-    steps: int = 0
-    segment: int = 0
-    margin: float | None = None
-
-
-@dataclass(frozen=True)
 class Recipe:
     """A tier's training recipe.
 
@@ -58,7 +41,6 @@ class Recipe:
         channel: random channel augmentation: each crop's log-mels get a smooth offset over
             the mel axis, the first CHANNEL_TERMS cosines with weights uniform in
             [-channel, channel] (a random gain, tilt and bowl; 0: none).
-        finetune: a large-margin fine-tuning phase at the end of the schedule.
     """
 
     segment: int
@@ -76,7 +58,6 @@ class Recipe:
     specaug: SpecAugment = field(default_factory=SpecAugment)
     grad_clip: float = 0.0
     channel: float = 0.0
-    finetune: Finetune = field(default_factory=Finetune)
 
     def __post_init__(self):
         for name in ("segment", "batch", "steps", "valid_every", "log_every", "checkpoint_every"):
@@ -89,17 +70,6 @@ class Recipe:
         )
         check(self.grad_clip >= 0, "recipe.grad_clip", "must be >= 0 (0: no clipping)")
         check(self.channel >= 0, "recipe.channel", "must be >= 0 (0: none)")
-        f = self.finetune
-        check(
-            0 <= f.steps < self.steps,
-            "recipe.finetune.steps",
-            f"must be in [0, steps={self.steps})",
-        )
-        check(
-            not f.steps or (f.segment > 0 and (f.margin is None or f.margin >= 0)),
-            "recipe.finetune",
-            "a phase (steps > 0) needs segment > 0 and a margin >= 0 or none",
-        )
 
 
 @dataclass(frozen=True)
@@ -127,13 +97,6 @@ class TierConfig:
 
     model: ModelConfig
     recipe: Recipe
-
-    def __post_init__(self):
-        check(
-            not self.recipe.finetune.steps or self.model.head in ("amsoftmax", "aamsoftmax"),
-            "recipe.finetune",
-            f"needs a margin head (amsoftmax or aamsoftmax), not {self.model.head!r}",
-        )
 
 
 PROFILES = ("demo", "course")

@@ -178,13 +178,8 @@ class Trainer:
     # ---- steps -------------------------------------------------------------------
     def train_step(self) -> tuple:
         """One optimiser step on fresh crops. Returns (loss, accuracy) tensors."""
-        r, f = self.recipe, self.recipe.finetune
-        segment = r.segment
-        if f.steps and self.state.step >= r.steps - f.steps:  # large-margin fine-tuning
-            segment = f.segment
-            if f.margin is not None:
-                self.model.head.margin = f.margin
-        feats, lengths, labels = self.train_data.crops(r.batch, segment, self.generator)
+        r = self.recipe
+        feats, lengths, labels = self.train_data.crops(r.batch, r.segment, self.generator)
         if r.channel:
             feats = random_channel(feats, r.channel, self.generator)
         feats = spec_augment(feats, r.specaug, self.generator)
