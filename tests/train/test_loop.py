@@ -6,9 +6,9 @@ from spkid.config import ConfigError, merge
 from spkid.data.split import split_indices
 from spkid.data.store import open_store
 from spkid.train import checkpoint
-from spkid.train.config import Babble, resolve_tier
+from spkid.train.config import resolve_tier
 from spkid.train.data import PAD_VALUE, DeviceData
-from spkid.train.loop import CHANNEL_TERMS, Trainer, babble, lr_factor, random_channel
+from spkid.train.loop import CHANNEL_TERMS, Trainer, lr_factor, random_channel
 
 TIERS = {
     "t": {
@@ -137,35 +137,6 @@ def test_channel_augments_training_crops_only_when_set(tiny_store, tmp_path, mon
     assert seen == [0.7]
     with pytest.raises(ConfigError, match="recipe.channel"):
         trainer(tiny_store, tmp_path / "bad", Recorder(), recipe={"channel": -1.0})
-
-
-def test_babble_adds_the_previous_crop_at_the_drawn_ratio():
-    feats = torch.randn(256, 30, 40, dtype=torch.float64)
-    lengths = torch.full((256,), 30)
-    lengths[0] = 20
-    out = babble(feats, lengths, Babble(prob=1.0, min_snr=10.0, max_snr=20.0), torch.Generator())
-    gain = (out.exp() - feats.exp())[2:] / feats[1:-1].exp()  # crop b gets gain x crop b-1
-    torch.testing.assert_close(gain, gain[:, :1, :1].expand_as(gain))
-    power = feats[1:].exp().mean((1, 2))  # every crop but the first is whole
-    ratio = 10 * torch.log10(power[1:] / (gain[:, 0, 0] * power[:-1]))
-    assert ratio.min() >= 10 - 1e-3 and ratio.max() <= 20 + 1e-3 and ratio.std() > 2
-    assert torch.equal(out[0, 20:], feats[0, 20:])  # padding stays padding
-    assert torch.equal(babble(feats, lengths, Babble(prob=0.0), torch.Generator()), feats)
-    some = babble(feats, lengths, Babble(prob=0.5), torch.Generator().manual_seed(0))
-    assert 80 < (some != feats).flatten(1).any(1).sum() < 176
-
-
-def test_babble_mixes_training_crops_only_when_set(tiny_store, tmp_path, monkeypatch):
-    seen = []
-    monkeypatch.setattr("spkid.train.loop.babble", lambda f, n, c, g: seen.append(c.prob) or f)
-    for prob in (0.0, 0.5):
-        trainer(
-            tiny_store, tmp_path / str(prob), Recorder(), recipe={"babble": {"prob": prob}}
-        ).train_step()
-    assert seen == [0.5]
-    for bad in ({"prob": 1.5}, {"min_snr": 20.0, "max_snr": 10.0}):
-        with pytest.raises(ConfigError, match="recipe.babble"):
-            trainer(tiny_store, tmp_path / "bad", Recorder(), recipe={"babble": bad})
 
 
 def test_select_last_refuses_early_stopping(tiny_store, tmp_path):

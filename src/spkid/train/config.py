@@ -19,21 +19,6 @@ class SpecAugment:
 
 
 @dataclass(frozen=True)
-class Babble:
-    """Another speaker under each crop, as the babble of Kaldi's augmentation: with
-    probability ``prob`` another crop of the batch is added in mel power at a speech-to-babble
-    ratio uniform in [min_snr, max_snr] dB; the label stays the crop's own."""
-
-    prob: float = 0.0
-    min_snr: float = 13.0
-    max_snr: float = 20.0
-
-    def __post_init__(self):
-        check(0.0 <= self.prob <= 1.0, "recipe.babble.prob", "must be in [0, 1] (0: none)")
-        check(self.min_snr <= self.max_snr, "recipe.babble", "min_snr must be <= max_snr")
-
-
-@dataclass(frozen=True)
 class Recipe:
     """A tier's training recipe.
 
@@ -56,7 +41,6 @@ class Recipe:
         channel: random channel augmentation: each crop's log-mels get a smooth offset over
             the mel axis, the first CHANNEL_TERMS cosines with weights uniform in
             [-channel, channel] (a random gain, tilt and bowl; 0: none).
-        babble: another speaker's crop mixed under each crop.
     """
 
     segment: int
@@ -74,7 +58,6 @@ class Recipe:
     specaug: SpecAugment = field(default_factory=SpecAugment)
     grad_clip: float = 0.0
     channel: float = 0.0
-    babble: Babble = field(default_factory=Babble)
 
     def __post_init__(self):
         for name in ("segment", "batch", "steps", "valid_every", "log_every", "checkpoint_every"):

@@ -14,9 +14,8 @@ from tqdm import tqdm
 from spkid.evaluate.infer import autocast, predict_logits
 from spkid.evaluate.metrics import classification_metrics
 from spkid.models import SpeakerNet
-from spkid.models.masking import padding_mask
 from spkid.train import checkpoint
-from spkid.train.config import Babble, SpecAugment, TierConfig
+from spkid.train.config import SpecAugment, TierConfig
 from spkid.train.data import DeviceData
 from spkid.train.distributed import broadcast_flag, gather_ranks
 
@@ -81,31 +80,6 @@ def random_channel(
     basis = torch.cos(torch.pi * k * (torch.arange(mels, device=feats.device) + 0.5) / mels)
     u = torch.rand(feats.shape[0], CHANNEL_TERMS, device=feats.device, generator=generator)
     return feats + ((2 * u - 1) * strength @ basis)[:, None, :]
-
-
-def babble(
-    feats: torch.Tensor, lengths: torch.Tensor, cfg: Babble, generator: torch.Generator
-) -> torch.Tensor:
-    """Each crop with probability ``cfg.prob`` gets the batch's previous crop added in mel
-    power, scaled to a ratio uniform in [min_snr, max_snr] dB below its own mean power:
-    log(exp(x) + g exp(y)). Padded frames stay as they were.
-
-    Args:
-        feats: (B, T, M) log-mel power crops.
-        lengths: (B,) valid frames per crop.
-
-    Returns:
-        (B, T, M).
-    """
-    valid = padding_mask(lengths, feats.shape[1]).logical_not()[..., None]  # (B, T, 1)
-    count = (lengths * feats.shape[2]).clamp(min=1).log()
-    power = feats.masked_fill(~valid, -torch.inf).flatten(1).logsumexp(1) - count  # (B,) log
-    u = torch.rand(2, feats.shape[0], device=feats.device, generator=generator)
-    snr = cfg.min_snr + u[0] * (cfg.max_snr - cfg.min_snr)
-    gain = power - power.roll(1) - snr * math.log(10) / 10
-    gain = gain.masked_fill(u[1] >= cfg.prob, -torch.inf)  # (B,) log, -inf: no babble
-    mixed = torch.logaddexp(feats, feats.roll(1, 0) + gain[:, None, None])
-    return torch.where(valid, mixed, feats)
 
 
 class Trainer:
@@ -206,8 +180,6 @@ class Trainer:
         """One optimiser step on fresh crops. Returns (loss, accuracy) tensors."""
         r = self.recipe
         feats, lengths, labels = self.train_data.crops(r.batch, r.segment, self.generator)
-        if r.babble.prob:
-            feats = babble(feats, lengths, r.babble, self.generator)
         if r.channel:
             feats = random_channel(feats, r.channel, self.generator)
         feats = spec_augment(feats, r.specaug, self.generator)
