@@ -54,8 +54,9 @@ def load_tiers() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())["tiers"]
 
 
-def protocol(store) -> tuple:
-    """(train, valid, test) indices: first 8 per speaker by name form the pool."""
+def protocol(store, whole_pool: bool = False) -> tuple:
+    """(train, valid, test) indices: first 8 per speaker by name form the pool. whole_pool:
+    train on all of it, the valid utterances too (valid top-1 is then not held out)."""
     by_speaker = {}
     for i in np.argsort(store.uids, kind="stable"):
         by_speaker.setdefault(store.speakers[i], []).append(int(i))
@@ -64,7 +65,7 @@ def protocol(store) -> tuple:
     tr, va = split_indices(
         [store.speakers[i] for i in pool], [store.sessions[i] for i in pool], VALID_RATIO, seed=0
     )
-    return pool[tr], pool[va], test
+    return np.concatenate([pool[tr], pool[va]] if whole_pool else [pool[tr]]), pool[va], test
 
 
 def centred(data: DeviceData, frames: int) -> DeviceData:
@@ -217,6 +218,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--merge", nargs="*")
     ap.add_argument("--ensemble", nargs="*")
+    ap.add_argument("--whole-pool", action="store_true", help="train on valid's utterances too")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if args.merge:
@@ -231,9 +233,9 @@ def main() -> None:
         print("ensemble", json.dumps(result), flush=True)
         return
     store = open_store(args.store)
-    train, valid, test = protocol(store)
+    train, valid, test = protocol(store, args.whole_pool)
     if args.model == "anchor":
-        result = anchor(store, np.concatenate([train, valid]), test)
+        result = anchor(store, protocol(store, whole_pool=True)[0], test)  # the whole pool
     else:
         result, logps = train_and_score(
             args.model,
@@ -245,7 +247,7 @@ def main() -> None:
             test,
             args.work / args.out.stem,
         )
-        result["seed"] = args.seed
+        result.update(seed=args.seed, whole_pool=args.whole_pool)
         np.savez(args.out.with_suffix(".npz"), labels=store.labels[test], **logps)
     result.update(
         device=torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu",

@@ -1,5 +1,7 @@
 import copy
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import yaml
 
@@ -47,3 +49,21 @@ def test_the_ecapa_peer_trains_with_boss_crops_and_steps(params):
 def test_set_overrides_the_scaled_recipe(params):
     recipe = so762.bench_config("large", so762.overrides(["recipe.steps=1000"])).recipe
     assert recipe.steps == 1000 and recipe.batch == so762.BATCH
+
+
+def test_protocol_pools_the_first_eight_per_speaker_and_can_train_on_all_of_them():
+    rng = np.random.default_rng(0)
+    names = [(s, f"{s}/{u:02d}") for s in "abc" for u in range(20)]
+    order = rng.permutation(len(names))
+    store = SimpleNamespace(
+        speakers=[names[i][0] for i in order],
+        uids=[names[i][1] for i in order],
+        sessions=[names[i][1] for i in order],
+    )
+    train, valid, test = so762.protocol(store)
+    pool = {i for i, u in enumerate(store.uids) if int(u[-2:]) < so762.POOL_PER_SPEAKER}
+    assert set(train) | set(valid) == pool and not set(train) & set(valid)
+    assert set(test) == set(range(60)) - pool and len(valid) == 3
+    whole, same_valid, same_test = so762.protocol(store, whole_pool=True)
+    assert set(whole) == pool and np.array_equal(same_valid, valid)
+    assert np.array_equal(same_test, test)
