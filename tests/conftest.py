@@ -58,7 +58,10 @@ def tiny_params(params: dict) -> dict:
     params["split"]["valid_ratio"] = 0.25
     for tier in params["tiers"].values():
         tier["demo"]["recipe"].update(TINY_STEPS, segment=48)
-        tier["demo"].setdefault("model", {}).update(d_model=16, layers=1, heads=2, ffn=32)
+        tiny = {"d_model": 16, "layers": 1}
+        if tier["model"]["encoder"] != "ecapa":  # no heads or ffn there
+            tiny.update(heads=2, ffn=32)
+        tier["demo"].setdefault("model", {}).update(tiny)
         tier["demo"]["model"].pop("embedding", None)
     return params
 

@@ -14,7 +14,9 @@ from spkid.train.config import Recipe, TierConfig
 from spkid.train.data import DeviceData
 from tests.conftest import make_store
 
-MODEL = ModelConfig("transformer", 16, 1, 2, 32, 0.0, "mean", "mlp")
+MODEL = ModelConfig(
+    encoder="transformer", d_model=16, layers=1, heads=2, ffn=32, pooling="mean", head="mlp"
+)
 RECIPE = Recipe(segment=32, batch=4, lr=1e-3, weight_decay=0.0, warmup=0, steps=1, valid_every=1)
 
 

@@ -10,13 +10,17 @@ from spkid.models.heads import MarginHead
 from spkid.models.masking import masked_batch_norm
 from spkid.models.pooling import SelfAttentionPooling
 
-ENCODERS = ["transformer", "conformer"]
-POOLINGS = ["mean", "sap", "asp"]
+ENCODERS = ["transformer", "conformer", "ecapa"]
+POOLINGS = ["mean", "sap", "asp", "casp"]
 HEADS = ["mlp", "bn_mlp", "amsoftmax", "aamsoftmax"]
 PRENET_KINDS = ["linear", "conv"]
 
 
 def config(**kw):
+    if kw.get("encoder") == "ecapa":  # no heads, ffn, dropout or prenet; channels a multiple of 8
+        return ModelConfig(
+            **{"d_model": 16, "layers": 2, "pooling": "sap", "head": "amsoftmax", **kw}
+        )
     base = {
         "encoder": "conformer",
         "d_model": 16,
@@ -43,7 +47,7 @@ def test_shapes(encoder, pooling, head):
     assert model.embed(feats, lengths).shape == (3, 8)
 
 
-@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("encoder", ["transformer", "conformer"])
 @pytest.mark.parametrize("n_mels", [40, 41])
 def test_conv_prenet_keeps_time_and_outputs_d_model(encoder, n_mels):
     model = SpeakerNet(config(encoder=encoder, prenet="conv"), n_mels=n_mels, n_classes=7)
@@ -54,9 +58,11 @@ def test_conv_prenet_keeps_time_and_outputs_d_model(encoder, n_mels):
     assert model(feats, lengths).shape == (3, 7)
 
 
-@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize(
+    "encoder, prenet",
+    [(e, p) for e in ("transformer", "conformer") for p in PRENET_KINDS] + [("ecapa", "linear")],
+)
 @pytest.mark.parametrize("pooling", POOLINGS)
-@pytest.mark.parametrize("prenet", PRENET_KINDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_padding_never_changes_a_result(encoder, pooling, prenet, dtype):
     torch.manual_seed(0)
@@ -169,6 +175,25 @@ def test_model_config_rejects_bad_values_and_unknown_keys():
         build(ModelConfig, {**vars(config()), "depth": 3}, "model")
     with pytest.raises(ConfigError, match="odd"):
         config(kernel=4)
+    with pytest.raises(ConfigError, match="ecapa takes no heads"):
+        ModelConfig(**{**vars(config()), "encoder": "ecapa"})
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        config(encoder="ecapa", d_model=20)
+    with pytest.raises(ConfigError, match="conformer needs heads"):
+        ModelConfig(encoder="conformer", d_model=16, layers=2, pooling="sap", head="mlp")
+
+
+def test_ecapa_has_speechbrains_size():
+    """SpeechBrain 1.0.3's ECAPA_TDNN(40, channels=[512] * 4 + [1536], lin_neurons=192) has
+    6,091,648 parameters; ours up to the embedding has the same layout."""
+    model = SpeakerNet(
+        config(encoder="ecapa", d_model=512, layers=3, pooling="casp", embedding=192), 40, 10
+    )
+    assert model.encoder.out_dim == 1536 and model.embed(
+        torch.randn(2, 50, 40), torch.tensor([50, 9])
+    ).shape == (2, 192)
+    head = sum(p.numel() for p in model.head.parameters())
+    assert sum(p.numel() for p in model.parameters()) - head == 6_091_648
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import TINY_STEPS, run
 
-TIERS = ["simple", "medium", "strong", "boss", "beyond"]
+TIERS = ["simple", "medium", "strong", "boss", "beyond", "tdnn"]
 
 
 def runs(root):

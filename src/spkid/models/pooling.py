@@ -3,7 +3,9 @@
 import torch
 from torch import nn
 
-from spkid.models.masking import padding_mask
+from spkid.models.masking import masked_batch_norm, padding_mask
+
+ATTENTION_CHANNELS = 128  # ChannelAttentiveStatsPooling's bottleneck
 
 
 class MeanPooling(nn.Module):
@@ -51,10 +53,47 @@ class AttentiveStatsPooling(SelfAttentionPooling):
         self.out_dim = 2 * in_dim
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        w = self.weights(frames, lengths)
-        mean = torch.einsum("bt,btd->bd", w, frames)
-        var = torch.einsum("bt,btd->bd", w, frames * frames) - mean * mean
-        return torch.cat([mean, var.clamp(min=1e-6).sqrt()], dim=1)
+        return torch.cat(weighted_stats(frames, self.weights(frames, lengths)[..., None]), dim=1)
 
 
-POOLING = {"mean": MeanPooling, "sap": SelfAttentionPooling, "asp": AttentiveStatsPooling}
+class ChannelAttentiveStatsPooling(nn.Module):
+    """ECAPA-TDNN's pooling: attention weights per frame and channel, computed from each
+    frame beside the utterance's mean and standard deviation (global context); the weighted
+    mean and standard deviation, then BatchNorm1d.
+
+    (B, T, D), (B,) -> (B, 2D).
+    """
+
+    def __init__(self, in_dim: int):
+        super().__init__()
+        self.hidden = nn.Linear(3 * in_dim, ATTENTION_CHANNELS)
+        self.hidden_norm = nn.BatchNorm1d(ATTENTION_CHANNELS)
+        self.score = nn.Linear(ATTENTION_CHANNELS, in_dim)
+        self.norm = nn.BatchNorm1d(2 * in_dim)
+        self.out_dim = 2 * in_dim
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        pad = padding_mask(lengths, frames.shape[1])  # (B, T)
+        uniform = (~pad)[..., None].to(frames.dtype) / lengths.clamp(min=1)[:, None, None]
+        mean, std = weighted_stats(frames, uniform)  # (B, D) each
+        context = torch.cat([frames, *(s[:, None].expand_as(frames) for s in (mean, std))], -1)
+        h = masked_batch_norm(self.hidden_norm, torch.relu(self.hidden(context)), pad)
+        scores = self.score(torch.tanh(h)).float().masked_fill(pad[..., None], float("-inf"))
+        w = scores.softmax(dim=1).to(frames.dtype)  # (B, T, D), each channel sums to 1
+        return self.norm(torch.cat(weighted_stats(frames, w), dim=1))
+
+
+def weighted_stats(frames: torch.Tensor, w: torch.Tensor) -> tuple:
+    """Weighted mean and standard deviation over time: frames (B, T, D), weights (B, T, 1)
+    or (B, T, D) summing to 1 over T -> ((B, D), (B, D))."""
+    mean = (w * frames).sum(1)
+    var = (w * frames * frames).sum(1) - mean * mean
+    return mean, var.clamp(min=1e-6).sqrt()
+
+
+POOLING = {
+    "mean": MeanPooling,
+    "sap": SelfAttentionPooling,
+    "asp": AttentiveStatsPooling,
+    "casp": ChannelAttentiveStatsPooling,
+}
