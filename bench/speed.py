@@ -277,7 +277,7 @@ def main() -> None:
     ap.add_argument(
         "--synthetic", default="600,56666,8000", help="speakers,train,test if generated"
     )
-    ap.add_argument("--tiers", default="simple,medium,strong,boss,beyond")
+    ap.add_argument("--tiers", default="simple,medium,strong,boss,beyond,tdnn")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
