@@ -2,6 +2,8 @@
 DVC (`dvc exp show`) and in MLflow (one run per experiment, named and tagged after it)."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -9,7 +11,7 @@ import time
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run
+from tests.conftest import clean_env, run
 
 DVC = [sys.executable, "-m", "dvc"]
 LRS = (0.001, 0.003)
@@ -25,8 +27,11 @@ def test_queued_sweep_logs_one_mlflow_run_per_experiment(project):
     queued = _queue(project)
     assert len(queued) == 2 and set(queued.values()) == {"Queued"}, queued
 
-    run([*DVC, "queue", "start", "-j", "2"], project)
-    states = _wait_for_queue(project)
+    try:
+        _start_workers(project)
+        states = _wait_for_queue(project)
+    finally:
+        _kill_workers(project)
     assert set(states.values()) == {"Success"}, _failure(project, states)
 
     experiments = _experiments(project)
@@ -57,6 +62,36 @@ def test_queued_sweep_logs_one_mlflow_run_per_experiment(project):
             assert len(steps) == len(set(steps)), f"{name}: duplicated steps in {key}"
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
         assert steps[-1] == summary["steps"]
+
+
+def _start_workers(root) -> None:
+    """`dvc queue start -j 2`. Its workers are daemons that keep its stdout and stderr open,
+    so these go to a file: a pipe would wait for the workers to exit."""
+    log = root.parent / "queue_start.log"
+    with log.open("w") as out:
+        done = subprocess.run(
+            [*DVC, "queue", "start", "-j", "2"],
+            cwd=root,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    assert done.returncode == 0, log.read_text()
+
+
+def _kill_workers(root) -> None:
+    """Kill the workers still running. A worker can outlive its queue: once, dvc-task's
+    monitor asked a busy worker to shut down, and after its task it hung, deaf to `dvc queue
+    stop --kill`."""
+    for info in (root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"):
+        worker = json.loads(info.read_text())
+        if worker["returncode"] is None:  # dvc-task records it when the worker exits
+            try:
+                os.kill(worker["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def _queue(root) -> dict:
