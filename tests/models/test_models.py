@@ -7,7 +7,7 @@ from spkid.config import ConfigError, build
 from spkid.models import ModelConfig, SpeakerNet
 from spkid.models.encoders import ConformerEncoder
 from spkid.models.heads import MarginHead
-from spkid.models.masking import masked_batch_norm
+from spkid.models.masking import masked_batch_norm, masked_mean
 from spkid.models.pooling import SelfAttentionPooling
 
 ENCODERS = ["transformer", "conformer", "ecapa"]
@@ -112,6 +112,14 @@ def test_masked_batch_norm_training_statistics_skip_padding():
     expected = (valid - valid.mean(0)) / torch.sqrt(valid.var(0, unbiased=False) + bn.eps)
     torch.testing.assert_close(torch.cat([out[0], out[1, :6]]), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(bn.running_mean, 0.1 * valid.mean(0))
+
+
+def test_masked_mean_averages_valid_frames_only():
+    x = torch.randn(2, 5, 3, 4)  # (B, T, ...)
+    pad = torch.tensor([[False] * 5, [False, False, True, True, True]])
+    polluted = x.masked_fill(pad[..., None, None], 1e3)
+    expected = torch.stack([x[0].mean(0), x[1, :2].mean(0)])
+    torch.testing.assert_close(masked_mean(polluted, pad), expected)
 
 
 def test_masked_batch_norm_eval_is_batch_norm():

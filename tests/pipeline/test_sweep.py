@@ -1,6 +1,7 @@
 """A queued two-point sweep: `dvc exp run --queue -S` + `dvc queue start -j 2`, checked in
 DVC (`dvc exp show`) and in MLflow (one run per experiment, named and tagged after it)."""
 
+import contextlib
 import json
 import os
 import signal
@@ -88,10 +89,8 @@ def _kill_workers(root) -> None:
     for info in (root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"):
         worker = json.loads(info.read_text())
         if worker["returncode"] is None:  # dvc-task records it when the worker exits
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(worker["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _queue(root) -> dict:

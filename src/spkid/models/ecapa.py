@@ -6,7 +6,7 @@ and squeeze-excitation, so padding never changes a result (SpeechBrain pads by r
 import torch
 from torch import nn
 
-from spkid.models.masking import masked_batch_norm, padding_mask
+from spkid.models.masking import masked_batch_norm, masked_mean, padding_mask
 
 RES2NET_SCALE = 8  # channel groups of each Res2Net convolution
 SE_CHANNELS = 128  # squeeze-excitation bottleneck
@@ -47,8 +47,7 @@ class SEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """x (B, C, T), pad (B, T) -> (B, C, T)."""
-        valid = (~pad)[:, None].to(x.dtype)  # (B, 1, T)
-        mean = (x * valid).sum(2) / valid.sum(2).clamp(min=1)  # (B, C)
+        mean = masked_mean(x.transpose(1, 2), pad)  # (B, C)
         return x * torch.sigmoid(self.excite(torch.relu(self.squeeze(mean))))[..., None]
 
 

@@ -16,6 +16,12 @@ def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
 
 
+def masked_mean(x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """Mean over the valid frames of dimension 1: x (B, T, ...), pad (B, T) -> (B, ...)."""
+    valid = (~pad).to(x.dtype).reshape(*pad.shape, *[1] * (x.dim() - 2))
+    return (x * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+
 def masked_batch_norm(bn: torch.nn.BatchNorm1d, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
     """BatchNorm1d over the last dimension whose training statistics skip padded frames.
 

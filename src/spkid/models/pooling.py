@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from spkid.models.masking import masked_batch_norm, padding_mask
+from spkid.models.masking import masked_batch_norm, masked_mean, padding_mask
 
 ATTENTION_CHANNELS = 128  # ChannelAttentiveStatsPooling's bottleneck
 
@@ -16,8 +16,7 @@ class MeanPooling(nn.Module):
         self.out_dim = in_dim
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        valid = (~padding_mask(lengths, frames.shape[1])).unsqueeze(-1).to(frames.dtype)
-        return (frames * valid).sum(1) / lengths.clamp(min=1)[:, None].to(frames.dtype)
+        return masked_mean(frames, padding_mask(lengths, frames.shape[1]))
 
 
 class SelfAttentionPooling(nn.Module):
