@@ -1,12 +1,11 @@
 """A stage fed a bad params.yaml stops before it writes, naming the dotted key."""
 
-import subprocess
 import sys
 
 import pytest
 import yaml
 
-from tests.conftest import clean_env
+from tests.conftest import attempt
 
 CASES = [
     ("features", ("features", "frontend", "n_mels"), 0, "features.frontend.n_mels: must be in"),
@@ -26,14 +25,7 @@ def test_a_bad_key_stops_the_stage_and_keeps_earlier_outputs(project, stage, key
     earlier = project / "data/features/train/meta.json"  # stands for an earlier run's output
     earlier.parent.mkdir(parents=True)
     earlier.write_text("{}")
-    done = subprocess.run(
-        [sys.executable, "-m", f"pipeline.{stage}"],
-        check=False,
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-    )
+    done = attempt([sys.executable, "-m", f"pipeline.{stage}"], project)
     assert done.returncode != 0
     assert f"spkid.config.ConfigError: {message}" in done.stderr
     assert earlier.read_text() == "{}" and not (project / "data/split.json").exists()
