@@ -40,6 +40,8 @@ BLOCKS = [
 BAD_VALUES = [
     ("profile", "laptop", "'laptop' is not one of ['demo', 'course']"),
     ("seed", "zero", "expected int, got 'zero'"),
+    ("seed", -1, "must be >= 0 (numpy's seeds are), got -1"),
+    ("tiers.ensemble", {}, "the name is the ensemble stage's"),
     ("paths.models", "", "must not be empty"),
     ("paths.reports", 3, "expected str, got 3"),
     ("source.name", "wav", "'wav' is not one of ['demo', 'hw4', 'audio_dir']"),
@@ -126,10 +128,14 @@ def test_a_block_that_is_not_a_mapping_is_named():
         parse_params(edited("tiers.boss", "big"))
 
 
-def test_a_missing_block_is_named():
+def test_a_missing_block_or_key_is_named():
     params = copy.deepcopy(PARAMS)
     del params["evaluate"]
-    with pytest.raises(ConfigError, match="params.yaml: .*missing 1 required .*'evaluate'"):
+    with pytest.raises(ConfigError, match="^params.yaml: .*missing 1 required .*'evaluate'"):
+        parse_params(params)
+    params = copy.deepcopy(PARAMS)
+    del params["evaluate"]["max_frames"]
+    with pytest.raises(ConfigError, match="^evaluate: .*missing 1 required .*'max_frames'"):
         parse_params(params)
 
 

@@ -3,10 +3,11 @@
 Blocks whose settings a library function takes whole keep their dataclass beside it
 (``source``: SourceConfig, ``features.frontend``: FrontEnd, ``train``: Runtime, a tier's
 model and recipe: TierConfig); the rest live here. ``Paths`` is the one place where
-output paths are joined.
+output paths are joined. The blocks defined here have no defaults: params.yaml names
+every key.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from spkid.config import build, check
@@ -95,9 +96,9 @@ class Features:
         frontend: the audio front end's settings.
     """
 
-    on_error: str = "fail"
-    workers: int = 0
-    frontend: FrontEnd = field(default_factory=FrontEnd)
+    on_error: str
+    workers: int
+    frontend: FrontEnd
 
     def __post_init__(self):
         check(
@@ -116,7 +117,7 @@ class Features:
 class Split:
     """The ``split`` block: each speaker's share of utterances held out for validation."""
 
-    valid_ratio: float = 0.1
+    valid_ratio: float
 
     def __post_init__(self):
         check(
@@ -130,7 +131,7 @@ class Split:
 class Mlflow:
     """The ``mlflow`` block: the experiment every run is logged to."""
 
-    experiment: str = "spkid"
+    experiment: str
 
     def __post_init__(self):
         check(bool(self.experiment), "mlflow.experiment", "must not be empty")
@@ -153,9 +154,9 @@ class Evaluate:
         crop_segment: frames per test crop.
     """
 
-    max_frames: int = 65536
-    test_crops: int = 0
-    crop_segment: int = 200
+    max_frames: int
+    test_crops: int
+    crop_segment: int
 
     def __post_init__(self):
         for name in ("max_frames", "crop_segment"):
@@ -212,7 +213,9 @@ class Params:
         check(
             self.profile in PROFILES, "profile", f"{self.profile!r} is not one of {list(PROFILES)}"
         )
+        check(self.seed >= 0, "seed", f"must be >= 0 (numpy's seeds are), got {self.seed}")
         check(bool(self.tiers), "tiers", "needs at least one tier")
+        check(ENSEMBLE not in self.tiers, f"tiers.{ENSEMBLE}", "the name is the ensemble stage's")
         for tier, block in self.tiers.items():
             check(isinstance(block, dict), f"tiers.{tier}", f"expected a mapping, got {block!r}")
             self.tier(tier)
@@ -220,7 +223,7 @@ class Params:
         check(
             len(set(members)) == len(members) >= 2 and set(members) <= set(self.tiers),
             "ensemble.members",
-            f"needs two or more of the tiers {sorted(self.tiers)}, got {list(members)!r}",
+            f"needs two or more of the tiers {sorted(self.tiers)}, each once, got {list(members)!r}",
         )
         unknown = sorted(set(self.compare.course_kaggle) - set(self.tiers))
         check(
