@@ -339,7 +339,10 @@ def test_read_lists_files_in_subfolders_resolved(tiny):
 
 def test_read_accepts_symlink_inside_the_folder(tiny):
     root, _, _ = tiny
-    target = root / _entries(root, "id10002")[0]["feature_path"]
+    entry = _entries(root, "id10001")[0]["feature_path"]
+    target = root / "stored" / entry
+    target.parent.mkdir()
+    (root / entry).rename(target)
     (root / "uttr-link.pt").symlink_to(target)
     _set_first_feature_path(root, "uttr-link.pt")
     pool, _, _, _ = read_hw4(root)
@@ -408,7 +411,7 @@ def test_read_rejects_unknown_on_error(tiny):
 def test_synthetic_set_is_hw4_shaped_and_reproducible(tmp_path):
     kwargs = {"n_speakers": 4, "n_train": 10, "n_test": 3, "mean_frames": 30, "n_mels": 8}
     make_synthetic_hw4(tmp_path / "a", seed=5, **kwargs)
-    pool, test, speaker2id, rejected = read_hw4(tmp_path / "a")
+    pool, test, speaker2id, rejected = read_hw4(tmp_path / "a", n_mels=8)
     assert rejected == [] and len(pool) == 10 and len(test) == 3
     assert list(speaker2id) == ["id10001", "id10002", "id10003", "id10004"]
     counts = [sum(u.speaker == s for u in pool) for s in speaker2id]
@@ -433,7 +436,7 @@ def test_synthetic_set_is_hw4_shaped_and_reproducible(tmp_path):
 
 def test_synthetic_speakers_are_separable(tmp_path):
     make_synthetic_hw4(tmp_path, n_speakers=3, n_train=9, n_test=0, mean_frames=200, n_mels=16)
-    pool, _, _, _ = read_hw4(tmp_path)
+    pool, _, _, _ = read_hw4(tmp_path, n_mels=16)
     means = {}
     for u in pool:
         means.setdefault(u.speaker, []).append(load_hw4_tensor(u.path, n_mels=16).mean(axis=0))

@@ -98,7 +98,7 @@ def test_skip_lists_the_rejected_after_those_given(tmp_path):
     earlier = [{"path": "/listing", "reason": "bad entry"}]
     meta = build_store(folder, utts, loader, {}, {"rejected": earlier}, 2, "skip", "t")
     assert meta["rejected"] == earlier + [
-        {"path": utts[i].path, "reason": "broken on purpose"} for i in (3, 17)
+        {"path": utts[i].path, "reason": "broken on purpose", "uid": utts[i].uid} for i in (3, 17)
     ]
     store = open_store(folder)
     kept = [i for i in range(len(utts)) if i not in (3, 17)]
