@@ -14,7 +14,7 @@ def main(tier: str) -> None:
     paths, block = params["paths"], params["evaluate"]
     model_dir = Path(paths["models"]) / tier
     out_file = Path(paths["reports"]) / "predict" / tier / "submission.csv"
-    predict(
+    counts = predict(
         [model_dir / "best.pt"],
         paths["features"] + "/test",
         out_file,
@@ -22,8 +22,10 @@ def main(tier: str) -> None:
         max_frames=block["max_frames"],
         crops=block["test_crops"],
         segment=block["crop_segment"],
+        metrics_file=out_file.with_name("metrics.json"),
     )
     run = tracking.connect(repo_root(), (model_dir / RUN_ID_FILE).read_text().strip())
+    run.log_metrics({f"predict/{k}": v for k, v in counts.items()}, step=0)
     run.log_artifact(out_file, "predict")
 
 
