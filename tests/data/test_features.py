@@ -68,9 +68,11 @@ def _poison(path, value=float("nan")):
 
 
 def test_a_failing_test_set_leaves_the_old_pair(dataset):
-    """The pool loads fine, then a test tensor fails: neither store changes."""
+    """The changed pool loads fine, then a test tensor fails: neither store changes."""
     _build(dataset)
     before = _snapshot(dataset)
+    changed = dataset / _train_entries(dataset, "id10001")[0]["feature_path"]
+    torch.save(torch.load(changed, weights_only=True) + 1, changed)
     bad = dataset / _test_entries(dataset)[2]["feature_path"]
     _poison(bad)
     with pytest.raises(InputError) as info:
