@@ -2,7 +2,6 @@
 pool loaded leaves the old pair in the workspace (DVC must not delete it first)."""
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 import yaml
 
 from spkid.data.hw4 import write_hw4
-from tests.conftest import clean_env, run
+from tests.conftest import run, run_unchecked
 
 
 def _files(project):
@@ -40,14 +39,7 @@ def test_a_failing_features_stage_leaves_the_old_pair(project):
         / json.loads((dataset / "testdata.json").read_text())["utterances"][1]["feature_path"]
     )
     torch.save(torch.full((20, 40), float("nan")), bad)  # ...and a test tensor that fails
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "repro", "-f", "features"],
-        check=False,
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-    )
+    done = run_unchecked([sys.executable, "-m", "dvc", "repro", "-f", "features"], project)
     assert done.returncode != 0
     assert f"{bad}: tensor holds NaN values" in done.stdout + done.stderr
     assert _files(project) == before

@@ -4,7 +4,6 @@ metrics."""
 
 import csv
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -17,7 +16,7 @@ from spkid.data.hw4 import write_hw4
 from spkid.data.sources import SourceConfig
 from spkid.data.store import open_store
 from spkid.train.run import RUN_ID_FILE
-from tests.conftest import clean_env
+from tests.conftest import run
 from tests.evaluate.test_report import save_model
 
 
@@ -50,19 +49,11 @@ def test_predict_fills_a_rejected_test_row_and_counts_it(project):
     model_dir = project / "models/simple"
     model_dir.mkdir(parents=True)
     save_model(model_dir / "best.pt", train, 0)
-    with tracking.tier_run(project, "spkid", "simple", "train", "d", system_metrics=False) as run:
-        run_id = run.run_id
+    with tracking.tier_run(project, "spkid", "simple", "train", "d", system_metrics=False) as tier:
+        run_id = tier.run_id
     (model_dir / RUN_ID_FILE).write_text(run_id)
 
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.predict", "simple"],
-        check=False,
-        cwd=project,
-        env={**clean_env(), "DVC_ROOT": str(project)},
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run([sys.executable, "-m", "pipeline.predict", "simple"], project)
     assert f"warning: {bad}: rejected by the features stage (tensor holds NaN values)" in (
         done.stderr
     )
