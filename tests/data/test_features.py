@@ -82,12 +82,16 @@ def test_a_failing_test_set_leaves_the_old_pair(dataset):
     assert sorted(p.name for p in (dataset.parent / "features").iterdir()) == ["test", "train"]
 
 
-def test_skip_lists_test_rejects_in_the_test_store_with_their_uid(dataset):
+def test_skip_lists_each_set_s_rejects_in_its_own_store(dataset):
     entries = _test_entries(dataset)
     _poison(dataset / entries[0]["feature_path"], 1e5)
     (dataset / entries[1]["feature_path"]).unlink()
+    expanded = dataset.resolve() / _train_entries(dataset, "id10001")[0]["feature_path"]
+    torch.save(torch.zeros(1, 40).expand(10**9, 40), expanded)  # 160 bytes claiming 160 GB
     written = _build(dataset, on_error="skip")
-    assert written["train"]["rejected"] == []
+    (train_reject,) = written["train"]["rejected"]
+    assert train_reject["path"] == str(expanded)
+    assert train_reject["reason"].endswith("but its storage holds 160 bytes")
     rejected = written["test"]["rejected"]
     assert [(r["uid"], r["path"]) for r in rejected] == [
         (entries[1]["feature_path"], str(dataset.resolve() / entries[1]["feature_path"])),
