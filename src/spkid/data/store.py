@@ -5,6 +5,10 @@ A store is one folder:
     utterances.csv   uid, speaker, session, offset, frames, source
     mapping.json     HW4 format: speaker2id and id2speaker (string keys)
     meta.json        front-end params, source digest, counts, rejected inputs
+
+``build_store`` writes one store; ``staging``, ``load_store`` and ``write_store`` build
+several that must change together (the training pool and the test set): each is built in a
+folder beside its own, and all are swapped in at the end, or none.
 """
 
 import csv
@@ -159,7 +163,8 @@ class StagedStore:
         folder: the build folder.
         kept: (Utterance, _Loaded) of each utterance kept, in store order.
         rejected: {"path", "reason", "uid"} of each utterance its loader rejected.
-        scratch: the scratch files, one per task, and the frames each holds.
+        scratch: the scratch files, one per task.
+        part_frames: the frames each scratch file holds.
         workers: threads that copy them into frames.npy.
     """
 
@@ -191,8 +196,9 @@ def load_store(
 
     Each worker task loads a chunk of paths and writes their float16 arrays back to back
     into one scratch file, returning only frame counts, widths and SHA-256 digests (the
-    parent never copies nor hashes frame bytes; write_store places them). Besides the loader's own checks, an array must
-    have the frames its listing claims (``Utterance.mel_len``, when given) and fit float16.
+    parent never copies nor hashes frame bytes; write_store places them). Besides the
+    loader's own checks, an array must have the frames its listing claims
+    (``Utterance.mel_len``, when given) and fit float16.
 
     Args:
         tmp: the build folder (from ``staging``).
