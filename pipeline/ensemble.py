@@ -21,7 +21,7 @@ def main() -> None:
         device,
         block.max_frames,
     )
-    predict(
+    counts = predict(
         checkpoints,
         paths.test_store,
         out_file,
@@ -29,13 +29,17 @@ def main() -> None:
         block.max_frames,
         crops=block.test_crops,
         segment=block.crop_segment,
+        metrics_file=out_file.with_name("metrics.json"),
     )
     files = [out_dir / n for n in VALIDATE_FILES]
     tracking.log_stage_run(
         repo_root(),
         params.mlflow.experiment,
         ENSEMBLE,
-        {f"validate/{k}": v for k, v in metrics.items()},
+        {
+            **{f"validate/{k}": v for k, v in metrics.items()},
+            **{f"predict/{k}": v for k, v in counts.items()},
+        },
         [*files, out_file],
     )
 

@@ -11,7 +11,7 @@ def main(tier: str) -> None:
     params = load_params()
     paths, block = params.paths, params.evaluate
     out_file = paths.submission(tier)
-    predict(
+    counts = predict(
         [paths.best(tier)],
         paths.test_store,
         out_file,
@@ -19,8 +19,10 @@ def main(tier: str) -> None:
         max_frames=block.max_frames,
         crops=block.test_crops,
         segment=block.crop_segment,
+        metrics_file=out_file.with_name("metrics.json"),
     )
     run = tracking.connect(repo_root(), paths.run_id(tier).read_text().strip())
+    run.log_metrics({f"predict/{k}": v for k, v in counts.items()}, step=0)
     run.log_artifact(out_file, "predict")
 
 

@@ -2,6 +2,7 @@
 
 import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +142,32 @@ def _with_value(value: float) -> torch.Tensor:
     return t
 
 
+def _storage_smaller_than_shape(path: Path) -> None:
+    """A (4, 40) tensor whose pickle claims shape (1000, 40) over the same 640-byte storage."""
+    torch.save(torch.ones(4, HW4_N_MELS), path)
+    with zipfile.ZipFile(path) as z:
+        records = {name: z.read(name) for name in z.namelist()}
+    pickled = next(name for name in records if name.endswith("data.pkl"))
+    shape = b"K\x04K(\x86"  # pickle: the tuple (4, 40)
+    assert shape in records[pickled]
+    records[pickled] = records[pickled].replace(shape, b"M\xe8\x03K(\x86")  # (1000, 40)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, data in records.items():
+            z.writestr(name, data)
+
+
 BAD_TENSORS = {
+    "stride_0": (
+        _save(torch.zeros(1, HW4_N_MELS).expand(10**9, HW4_N_MELS)),
+        (
+            "claims shape (1000000000, 40) (160000000000 bytes) with strides (0, 1), "
+            "but its storage holds 160 bytes"
+        ),
+    ),
+    "storage_smaller_than_shape": (
+        _storage_smaller_than_shape,
+        "tensor claims a shape larger than its storage holds",
+    ),
     "random_bytes": (
         _write_bytes(np.random.default_rng(0).bytes(2000)),
         "corrupt or truncated",
@@ -339,7 +365,10 @@ def test_read_lists_files_in_subfolders_resolved(tiny):
 
 def test_read_accepts_symlink_inside_the_folder(tiny):
     root, _, _ = tiny
-    target = root / _entries(root, "id10002")[0]["feature_path"]
+    entry = _entries(root, "id10001")[0]["feature_path"]
+    target = root / "stored" / entry
+    target.parent.mkdir()
+    (root / entry).rename(target)
     (root / "uttr-link.pt").symlink_to(target)
     _set_first_feature_path(root, "uttr-link.pt")
     pool, _, _, _ = read_hw4(root)
@@ -357,6 +386,61 @@ def test_read_rejects_duplicate_and_malformed_entries(tiny):
     _edit_json(root / METADATA_FILE, lambda m: m["speakers"]["id10002"].__setitem__(1, first))
     with pytest.raises(InputError, match=f"{first['feature_path']}: listed twice in metadata"):
         read_hw4(root)
+
+
+@pytest.mark.parametrize("name", [METADATA_FILE, TESTDATA_FILE])
+@pytest.mark.parametrize("value", [39, None, "40", True])
+def test_read_rejects_a_listing_whose_n_mels_is_not_the_front_end_s(tiny, name, value):
+    root, _, _ = tiny
+    _edit_json(root / name, lambda m: m.update({"n_mels": value}))
+    with pytest.raises(InputError) as info:
+        read_hw4(root, on_error="skip")
+    assert info.value.path == str(root.resolve() / name)
+    assert info.value.reason == (
+        f"n_mels is {value!r}, but the tensors are loaded with features.frontend.n_mels = 40"
+    )
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, "7", None, True])
+def test_read_rejects_a_bad_mel_len_naming_the_file(tiny, value):
+    root, _, _ = tiny
+    uid = _entries(root, "id10001")[0]["feature_path"]
+    _edit_json(root / METADATA_FILE, lambda m: m["speakers"]["id10001"][0].update(mel_len=value))
+    with pytest.raises(InputError) as info:
+        read_hw4(root)
+    assert info.value.path == str(root.resolve() / uid)
+    assert info.value.reason == (
+        f"listed in metadata.json: mel_len is {value!r}, not a positive frame count"
+    )
+    pool, _, _, rejected = read_hw4(root, on_error="skip")
+    assert uid not in [u.uid for u in pool]
+    assert rejected == [
+        {"path": str(root.resolve() / uid), "reason": info.value.reason, "set": "train", "uid": uid}
+    ]
+
+
+def test_read_gives_each_utterance_its_mel_len(tiny):
+    root, _, test = tiny
+    read_pool, read_test, _, _ = read_hw4(root)
+    assert [u.mel_len for u in read_pool] == [5, 9, 7]
+    assert [u.mel_len for u in read_test] == [len(t) for t in test]
+
+
+def test_an_alias_of_a_listed_path_is_one_utterance_or_an_error_naming_both(tiny):
+    root, _, _ = tiny
+    first = _entries(root, "id10001")[0]
+    alias = {**first, "feature_path": f"./{first['feature_path']}"}
+    _edit_json(root / METADATA_FILE, lambda m: m["speakers"]["id10002"].append(alias))
+    with pytest.raises(InputError) as info:
+        read_hw4(root)
+    assert info.value.path == str(root.resolve() / alias["feature_path"])
+    assert info.value.reason == (
+        f"listed twice in metadata.json: as {first['feature_path']!r} "
+        f"and as {alias['feature_path']!r}"
+    )
+    pool, _, _, rejected = read_hw4(root, on_error="skip")
+    assert len(pool) == 3 and first["feature_path"] in [u.uid for u in pool]
+    assert [(r["reason"], "uid" in r) for r in rejected] == [(info.value.reason, False)]
 
 
 def test_skip_drops_bad_entries_and_lists_them(tiny, outside):
@@ -394,6 +478,8 @@ def test_skip_drops_bad_entries_and_lists_them(tiny, outside):
     assert reasons[1] == "listed in metadata.json: feature file is missing"
     assert reasons[4] == "listed in testdata.json: feature file is missing"
     assert all("'id99999'" in reason for reason in reasons[2:4])
+    assert [r["set"] for r in rejected] == ["train"] * 4 + ["test"]
+    assert [r.get("uid") for r in rejected] == ["../x.pt", missing, good, "a", test_uids[0]]
 
 
 def test_read_rejects_unknown_on_error(tiny):
@@ -408,7 +494,7 @@ def test_read_rejects_unknown_on_error(tiny):
 def test_synthetic_set_is_hw4_shaped_and_reproducible(tmp_path):
     kwargs = {"n_speakers": 4, "n_train": 10, "n_test": 3, "mean_frames": 30, "n_mels": 8}
     make_synthetic_hw4(tmp_path / "a", seed=5, **kwargs)
-    pool, test, speaker2id, rejected = read_hw4(tmp_path / "a")
+    pool, test, speaker2id, rejected = read_hw4(tmp_path / "a", n_mels=8)
     assert rejected == [] and len(pool) == 10 and len(test) == 3
     assert list(speaker2id) == ["id10001", "id10002", "id10003", "id10004"]
     counts = [sum(u.speaker == s for u in pool) for s in speaker2id]
@@ -433,7 +519,7 @@ def test_synthetic_set_is_hw4_shaped_and_reproducible(tmp_path):
 
 def test_synthetic_speakers_are_separable(tmp_path):
     make_synthetic_hw4(tmp_path, n_speakers=3, n_train=9, n_test=0, mean_frames=200, n_mels=16)
-    pool, _, _, _ = read_hw4(tmp_path)
+    pool, _, _, _ = read_hw4(tmp_path, n_mels=16)
     means = {}
     for u in pool:
         means.setdefault(u.speaker, []).append(load_hw4_tensor(u.path, n_mels=16).mean(axis=0))

@@ -1,11 +1,22 @@
 import json
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from spkid.data.errors import InputError
-from spkid.data.store import MAX_CHUNK, build_store, chunk_size, open_store
+from spkid.data.store import (
+    MAX_CHUNK,
+    build_store,
+    chunk_size,
+    dense_mapping,
+    load_store,
+    open_store,
+    staging,
+    write_store,
+)
 from spkid.data.utterance import Utterance
 from tests.conftest import make_store
 
@@ -98,7 +109,7 @@ def test_skip_lists_the_rejected_after_those_given(tmp_path):
     earlier = [{"path": "/listing", "reason": "bad entry"}]
     meta = build_store(folder, utts, loader, {}, {"rejected": earlier}, 2, "skip", "t")
     assert meta["rejected"] == earlier + [
-        {"path": utts[i].path, "reason": "broken on purpose"} for i in (3, 17)
+        {"path": utts[i].path, "reason": "broken on purpose", "uid": utts[i].uid} for i in (3, 17)
     ]
     store = open_store(folder)
     kept = [i for i in range(len(utts)) if i not in (3, 17)]
@@ -133,3 +144,82 @@ def test_chunk_size_spreads_paths_over_every_worker():
     for n, workers in ((1_000, 16), (10_000, 2), (40, 2)):
         size = chunk_size(n, workers)
         assert 1 <= size <= MAX_CHUNK and -(-n // size) >= 4 * workers
+
+
+def _save_with_value(folder, value):
+    """40 .npy sources, the 8th with ``value`` at frame 2, mel 1."""
+    utts, arrays = _sources(folder)
+    arrays[7][2, 1] = value
+    np.save(utts[7].path, arrays[7])
+    return utts
+
+
+@pytest.mark.parametrize("value", [1e5, -70000.0])
+def test_values_beyond_float16_are_rejected_naming_file_and_value(tmp_path, value):
+    utts = _save_with_value(tmp_path / "src", value)
+    folder = make_store(tmp_path / "s", n_speakers=2, per_speaker=2)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    reason = f"value {value:g} at frame 2, mel 1 is beyond the store's float16 range (+-65504)"
+    with pytest.raises(InputError) as info:
+        _build(folder, utts)
+    assert (info.value.path, info.value.reason) == (utts[7].path, reason)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    meta = _build(folder, utts, on_error="skip")
+    assert meta["rejected"] == [{"path": utts[7].path, "reason": reason, "uid": utts[7].uid}]
+    assert np.isfinite(open_store(folder).frames).all()
+
+
+def test_the_largest_float16_value_is_kept(tmp_path):
+    utts = _save_with_value(tmp_path / "src", -65504.0)
+    _build(tmp_path / "s", utts)
+    assert open_store(tmp_path / "s").frames.min() == -65504.0
+
+
+def test_frames_other_than_the_listing_s_mel_len_are_rejected(tmp_path):
+    utts, arrays = _sources(tmp_path / "src")
+    claimed = [replace(u, mel_len=len(a)) for u, a in zip(utts, arrays)]
+    claimed[5] = replace(claimed[5], mel_len=len(arrays[5]) + 1)
+    reason = (
+        f"tensor has {len(arrays[5])} frames, but its listing's mel_len is {len(arrays[5]) + 1}"
+    )
+    with pytest.raises(InputError) as info:
+        _build(tmp_path / "s", claimed)
+    assert (info.value.path, info.value.reason) == (utts[5].path, reason)
+    assert not (tmp_path / "s").exists()
+    meta = _build(tmp_path / "s", claimed, on_error="skip")
+    assert meta["rejected"] == [{"path": utts[5].path, "reason": reason, "uid": utts[5].uid}]
+
+
+def test_staged_stores_change_together_or_not_at_all(tmp_path, monkeypatch):
+    utts, _ = _sources(tmp_path / "src")
+    a, b = make_store(tmp_path / "a", seed=0), make_store(tmp_path / "b", seed=1)
+    before = {p: p.read_bytes() for p in sorted(tmp_path.glob("[ab]/*"))}
+
+    def fill(tmps):
+        for tmp in tmps:
+            write_store(load_store(tmp, utts, _load, 2, "fail", "t"), {"s0": 0}, {})
+
+    with pytest.raises(InputError, match="broken on purpose"), staging(a, b) as tmps:
+        fill(tmps[:1])  # the first store is built, then the second fails
+        load_store(tmps[1], utts, partial(_load, fail_on=(utts[9].path,)), 2, "fail", "t")
+    rename = Path.rename
+
+    def second_swap_fails(self, target):
+        if self.name == ".b.tmp":
+            raise OSError(28, "No space left on device")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", second_swap_fails)
+    with pytest.raises(OSError, match="No space left"), staging(a, b) as tmps:
+        fill(tmps)
+    assert {p: p.read_bytes() for p in sorted(tmp_path.glob("[ab]/*"))} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "src"]
+    monkeypatch.undo()
+    with staging(a, b) as tmps:
+        fill(tmps)
+    assert len(open_store(a)) == len(open_store(b)) == len(utts)
+
+
+def test_dense_mapping_drops_speakers_and_keeps_the_order():
+    speaker2id = {"c": 2, "a": 0, "b": 1, "d": 3}
+    assert dense_mapping(speaker2id, ["d", "a", "d"]) == ({"a": 0, "d": 1}, ["b", "c"])

@@ -44,7 +44,10 @@ def test_an_ensemble_scores_the_mean_log_probability(tiny_store, tmp_path):
     )
     single = validate(paths[:1], tiny_store, tmp_path / "split.json", tmp_path / "s", "cpu")
     assert single["loss"] != pytest.approx(metrics["loss"])
-    assert predict(paths, tiny_store, tmp_path / "sub.csv", "cpu") == len(store)
+    assert predict(paths, tiny_store, tmp_path / "sub.csv", "cpu") == {
+        "rows": len(store),
+        "rejected": 0,
+    }
     with open(tmp_path / "sub.csv") as f:
         rows = list(csv.reader(f))[1:]
     all_data = DeviceData(store, np.arange(len(store)), torch.device("cpu"))

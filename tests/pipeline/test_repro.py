@@ -31,6 +31,8 @@ def test_repro_writes_every_output(reproduced):
         with open(root / f"reports/predict/{tier}/submission.csv") as f:
             rows = list(csv.reader(f))
         assert rows[0] == ["Id", "Category"] and len(rows) == 1 + 8
+        counts = json.loads((root / f"reports/predict/{tier}/metrics.json").read_text())
+        assert counts == {"rows": 8, "rejected": 0}
         assert {r[1] for r in rows[1:]} <= {f"spk{i:03d}" for i in range(4)} | {"spk000"}
         assert (root / f"reports/validate/{tier}/worst_speakers.png").stat().st_size > 1000
     ensemble = json.loads((root / "reports/validate/ensemble/metrics.json").read_text())
@@ -48,7 +50,7 @@ def test_repro_honours_the_mlflow_contract(reproduced):
     by_tier = {r.data.tags["tier"]: r for r in found}
     assert sorted(by_tier) == sorted([*TIERS, "compare", "ensemble"])
     assert len(found) == len(TIERS) + 2  # one run per tier, no duplicates
-    assert "validate/top1" in by_tier["ensemble"].data.metrics
+    assert {"validate/top1", "predict/rows"} <= set(by_tier["ensemble"].data.metrics)
     assert {a.path for a in client.list_artifacts(by_tier["ensemble"].info.run_id)} >= {
         "submission.csv",
         "confusion.json",
@@ -71,6 +73,8 @@ def test_repro_honours_the_mlflow_contract(reproduced):
             "valid/top5",
             "valid/macro_f1",
             "validate/top1",
+            "predict/rows",
+            "predict/rejected",
         ):
             assert key in r.data.metrics, key
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]

@@ -39,6 +39,8 @@ ON_ERROR_CHOICES = ("fail", "skip")
 # The weights_only unpickler names the class or function it refuses as "GLOBAL <module.name>";
 # any other unpickling failure means the bytes themselves are broken.
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
+# torch.load's refusal of a tensor whose shape and strides reach past its storage.
+_TOO_SMALL = "Trying to resize storage that is not resizable"
 # torch wraps the unpickler's own complaint in advice about weights_only=False; keep the complaint.
 _UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.*\S)")
 
@@ -110,10 +112,23 @@ def _read_mapping(path: Path) -> dict[str, int]:
     return speaker2id
 
 
-def _metadata_entries(path: Path) -> list[tuple[str, str, object]]:
-    """(speaker, JSON location, entry) of each metadata.json entry, in file order."""
+def _read_listing(path: Path, n_mels: int) -> dict:
+    """metadata.json or testdata.json, whose top-level n_mels must be the width the tensors
+    are loaded with."""
     data = _read_json(path)
     _require(isinstance(data, dict), path, "expected a JSON object")
+    got = data.get("n_mels")
+    _require(
+        got == n_mels and not isinstance(got, bool),
+        path,
+        f"n_mels is {got!r}, but the tensors are loaded with features.frontend.n_mels = {n_mels}",
+    )
+    return data
+
+
+def _metadata_entries(path: Path, n_mels: int) -> list[tuple[str, str, object]]:
+    """(speaker, JSON location, entry) of each metadata.json entry, in file order."""
+    data = _read_listing(path, n_mels)
     speakers = data.get("speakers")
     _require(isinstance(speakers, dict), path, "speakers is missing or not an object")
     for speaker, entries in speakers.items():
@@ -125,13 +140,23 @@ def _metadata_entries(path: Path) -> list[tuple[str, str, object]]:
     ]
 
 
-def _testdata_entries(path: Path) -> list[tuple[str, str, object]]:
+def _testdata_entries(path: Path, n_mels: int) -> list[tuple[str, str, object]]:
     """("", JSON location, entry) of each testdata.json entry, in file order."""
-    data = _read_json(path)
-    _require(isinstance(data, dict), path, "expected a JSON object")
+    data = _read_listing(path, n_mels)
     entries = data.get("utterances")
     _require(isinstance(entries, list), path, "utterances is missing or not a list")
     return [("", f"utterances[{index}]", entry) for index, entry in enumerate(entries)]
+
+
+def _mel_len(entry: dict, listing: Path, shown: Path) -> int:
+    """The entry's mel_len, checked to be a positive frame count."""
+    mel_len = entry.get("mel_len")
+    _require(
+        isinstance(mel_len, int) and not isinstance(mel_len, bool) and mel_len > 0,
+        shown,
+        f"listed in {listing.name}: mel_len is {mel_len!r}, not a positive frame count",
+    )
+    return mel_len
 
 
 def _feature_path(entry, location: str, listing: Path) -> str:
@@ -200,27 +225,32 @@ def _plain_file_inside(root: Path, feature_path: str, folders: dict) -> Path | N
 
 
 def read_hw4(
-    dataset_dir, on_error: str = "fail"
+    dataset_dir, on_error: str = "fail", n_mels: int = HW4_N_MELS
 ) -> tuple[list[Utterance], list[Utterance], dict[str, int], list[dict]]:
     """List the HW4 Dataset folder.
 
-    Whole-file problems (a missing or unparseable JSON file, a malformed top level,
-    id2speaker disagreeing with speaker2id) always raise. Problems of one entry (malformed
-    entry, speaker missing from speaker2id, feature_path leaving the folder, missing feature
-    file, feature_path listed twice in its set) raise under "fail" and are dropped and
-    reported under "skip".
+    Whole-file problems (a missing or unparseable JSON file, a malformed top level, a
+    top-level n_mels other than ``n_mels``, id2speaker disagreeing with speaker2id) always
+    raise. Problems of one entry (malformed entry or mel_len, speaker missing from
+    speaker2id, feature_path leaving the folder, missing feature file, a file listed twice
+    in its set, under one path or two that resolve to it, like ``./a.pt`` and ``a.pt``)
+    raise under "fail" and are dropped and reported under "skip".
 
     Args:
         dataset_dir: the folder holding mapping.json, metadata.json, testdata.json and the
             uttr-*.pt files.
         on_error: "fail" raises the first bad entry's InputError; "skip" drops bad entries.
+        n_mels: the width the tensors will be loaded with.
 
     Returns:
         pool: labeled utterances in metadata.json order; uid = feature_path, speaker and
-            session = the metadata speaker (HW4 has no sessions), path = the resolved file.
+            session = the metadata speaker (HW4 has no sessions), path = the resolved file,
+            mel_len = the entry's.
         test: testdata.json's utterances in file order, speaker and session "".
         speaker2id: mapping.json's speaker2id.
-        rejected: {"path": ..., "reason": ...} for each dropped entry (empty under "fail").
+        rejected: {"path", "reason", "set": "train" or "test"} for each dropped entry, with
+            "uid" (its feature_path) where it is an utterance of its own (not for a
+            malformed entry nor a second listing of a file); empty under "fail".
 
     Raises:
         InputError: naming the offending file and the reason.
@@ -232,17 +262,18 @@ def read_hw4(
     _require(root.is_dir(), root, "HW4 dataset folder does not exist")
     speaker2id = _read_mapping(root / MAPPING_FILE)
     metadata, testdata = root / METADATA_FILE, root / TESTDATA_FILE
-    train_entries = _metadata_entries(metadata)
-    test_entries = _testdata_entries(testdata)
+    train_entries = _metadata_entries(metadata, n_mels)
+    test_entries = _testdata_entries(testdata, n_mels)
 
     rejected: list[dict] = []
     folders: dict = {}
 
-    def listed(entries, listing: Path) -> list[Utterance]:
-        utterances, seen = [], set()
+    def listed(entries, listing: Path, set_name: str) -> list[Utterance]:
+        utterances, seen = [], {}  # seen: resolved file -> the feature_path that listed it
         for speaker, location, entry in entries:
+            uid = None
             try:
-                fp = _feature_path(entry, location, listing)
+                fp = uid = _feature_path(entry, location, listing)
                 _require(
                     speaker == "" or speaker in speaker2id,
                     root / fp,
@@ -250,18 +281,25 @@ def read_hw4(
                     f"{MAPPING_FILE}'s speaker2id",
                 )
                 path = _resolve_inside(root, fp, listing, folders)
-                _require(fp not in seen, root / fp, f"listed twice in {listing.name}")
+                first = seen.get(path)
+                if first is not None:
+                    uid = None  # the same utterance as the first listing, which stands
+                    raise InputError(
+                        root / fp, f"listed twice in {listing.name}: as {first!r} and as {fp!r}"
+                    )
+                mel_len = _mel_len(entry, listing, root / fp)
             except InputError as e:
                 if on_error == "fail":
                     raise
-                rejected.append({"path": e.path, "reason": e.reason})
+                uid_entry = {} if uid is None else {"uid": uid}
+                rejected.append({"path": e.path, "reason": e.reason, "set": set_name, **uid_entry})
                 continue
-            seen.add(fp)
-            utterances.append(Utterance(fp, speaker, speaker, str(path)))
+            seen[path] = fp
+            utterances.append(Utterance(fp, speaker, speaker, str(path), mel_len))
         return utterances
 
-    pool = listed(train_entries, metadata)
-    test = listed(test_entries, testdata)
+    pool = listed(train_entries, metadata, "train")
+    test = listed(test_entries, testdata, "test")
     return pool, test, speaker2id, rejected
 
 
@@ -292,9 +330,26 @@ def _load_tensor_data(path: Path):
     # Bad bytes surface as RuntimeError, EOFError, KeyError, even OSError(EINVAL) from a
     # truncated file, so anything else torch.load raises means a broken file.
     except Exception as e:  # noqa: BLE001
+        if _TOO_SMALL in str(e):
+            raise InputError(path, "tensor claims a shape larger than its storage holds") from None
         raise InputError(
             path, f"corrupt or truncated .pt file: {type(e).__name__}: {_gist(e)}"
         ) from None
+
+
+def _check_storage(path: Path, data: torch.Tensor) -> None:
+    """Reject a tensor whose storage holds fewer elements than its shape claims (a stride-0
+    expanded tensor, overlapping strides): materialising it would allocate the claimed
+    size, not the stored one."""
+    size = data.element_size()
+    claimed = data.numel() * size
+    held = data.untyped_storage().nbytes() - data.storage_offset() * size
+    _require(
+        claimed <= held,
+        path,
+        f"tensor claims shape {tuple(data.shape)} ({claimed} bytes) with strides "
+        f"{data.stride()}, but its storage holds {held} bytes",
+    )
 
 
 def _gist(e: Exception) -> str:
@@ -330,6 +385,7 @@ def load_hw4_tensor(path, n_mels: int = HW4_N_MELS) -> np.ndarray:
         path,
         f"tensor has rank {data.dim()} (shape {tuple(data.shape)}), expected 2-D (frames, n_mels)",
     )
+    _check_storage(path, data)
     frames, width = data.shape
     _require(width == n_mels, path, f"tensor has width {width}, expected n_mels = {n_mels}")
     _require(frames > 0, path, "tensor has zero frames")

@@ -40,7 +40,11 @@ class SourceConfig:
 
 @dataclass
 class Listing:
-    """What a source offers: labeled pool, unlabeled test set and how to load them."""
+    """What a source offers: labeled pool, unlabeled test set and how to load them.
+
+    ``rejected`` holds the entries dropped while listing, each with "set" ("train" or
+    "test"), "path", "reason" and, where it is an utterance of its own, "uid".
+    """
 
     pool: list
     test: list
@@ -52,7 +56,7 @@ class Listing:
 def list_source(cfg: SourceConfig, fe: FrontEnd, on_error: str, workdir) -> Listing:
     """List ``cfg``'s utterances; the demo corpus is generated into ``workdir`` first."""
     if cfg.name == "hw4":
-        pool, test, speaker2id, rejected = read_hw4(cfg.dir, on_error=on_error)
+        pool, test, speaker2id, rejected = read_hw4(cfg.dir, on_error=on_error, n_mels=fe.n_mels)
         return Listing(pool, test, speaker2id, partial(load_hw4_tensor, n_mels=fe.n_mels), rejected)
     if cfg.name == "demo":
         generate(workdir, cfg.demo)

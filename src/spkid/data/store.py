@@ -5,6 +5,10 @@ A store is one folder:
     utterances.csv   uid, speaker, session, offset, frames, source
     mapping.json     HW4 format: speaker2id and id2speaker (string keys)
     meta.json        front-end params, source digest, counts, rejected inputs
+
+``build_store`` writes one store; ``staging``, ``load_store`` and ``write_store`` build
+several that must change together (the training pool and the test set): each is built in a
+folder beside its own, and all are swapped in at the end, or none.
 """
 
 import csv
@@ -34,6 +38,7 @@ MAPPING_FILE = "mapping.json"
 META_FILE = "meta.json"
 TABLE_COLUMNS = ("uid", "speaker", "session", "offset", "frames", "source")
 STORE_DTYPE = np.float16
+FLOAT16_MAX = float(np.finfo(STORE_DTYPE).max)  # 65504: larger values would be stored as Inf
 MAX_CHUNK = 256  # paths per task: few enough tasks that the pool's bookkeeping stays small
 SCRATCH_DIR = "scratch"  # in the build folder: one file of float16 frames per task
 ON_ERROR = ("fail", "skip")
@@ -118,56 +123,145 @@ def build_store(
     """Load every utterance in parallel into a store written atomically: built in
     ``.<name>.tmp`` beside ``folder``, then swapped in; on any error the old store stays.
 
-    Each worker task loads a chunk of paths and writes their float16 arrays back to back
-    into one scratch file, returning only frame counts, widths and SHA-256 digests; then
-    threads copy each scratch file into its place in frames.npy, in the kernel. The parent
-    never copies nor hashes frame bytes.
-
     Args:
         folder: the store folder (replaced whole).
-        utterances: what to load, in store order.
-        loader: picklable ``path -> (frames, n_mels)`` array; raises InputError.
-        speaker2id: the label mapping written as mapping.json.
-        meta: extra meta.json content; the digest, counts and this call's rejected inputs
-            (after any already in ``meta["rejected"]``) are added.
-        workers: processes; 0 means every CPU core.
-        on_error: "fail" raises the first InputError in input order, "skip" drops and
-            records it.
-        desc: progress-bar label.
-        empty_error: raised, before anything is written, when no utterance is kept;
-            None (default) writes an empty store then.
+        utterances, loader, workers, on_error, desc, empty_error: as for load_store.
+        speaker2id, meta: as for write_store.
 
     Returns:
         the meta.json content written.
     """
+    with staging(Path(folder)) as (tmp,):
+        staged = load_store(tmp, utterances, loader, workers, on_error, desc, empty_error)
+        return write_store(staged, speaker2id, meta)
+
+
+@contextmanager
+def staging(*folders):
+    """Build folders for stores that change together: yields ``.<name>.tmp`` beside each
+    folder; on a clean exit every built folder replaces its store, all or none (a failed
+    swap puts back the ones already moved); on an error the old stores stay as they were.
+    """
+    folders = [Path(f) for f in folders]
+    tmps = [f.with_name(f".{f.name}.tmp") for f in folders]
+    for tmp in tmps:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    try:
+        yield tmps
+        _swap(tmps, folders)
+    finally:
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class StagedStore:
+    """A store loaded into scratch files in its build folder, not yet written.
+
+    Attributes:
+        folder: the build folder.
+        kept: (Utterance, _Loaded) of each utterance kept, in store order.
+        rejected: {"path", "reason", "uid"} of each utterance its loader rejected.
+        scratch: the scratch files, one per task.
+        part_frames: the frames each scratch file holds.
+        workers: threads that copy them into frames.npy.
+    """
+
+    folder: Path
+    kept: list
+    rejected: list
+    scratch: list
+    part_frames: list
+    workers: int
+
+    def digests(self) -> dict:
+        """{SHA-256 of the float16 frames: the first kept Utterance with them}."""
+        out = {}
+        for u, r in self.kept:
+            out.setdefault(r.digest, u)
+        return out
+
+
+def load_store(
+    tmp: Path,
+    utterances: Sequence[Utterance],
+    loader: Callable,
+    workers: int,
+    on_error: str,
+    desc: str,
+    empty_error: InputError | None = None,
+) -> StagedStore:
+    """Load every utterance in parallel into scratch files in ``tmp``.
+
+    Each worker task loads a chunk of paths and writes their float16 arrays back to back
+    into one scratch file, returning only frame counts, widths and SHA-256 digests (the
+    parent never copies nor hashes frame bytes; write_store places them). Besides the
+    loader's own checks, an array must have the frames its listing claims
+    (``Utterance.mel_len``, when given) and fit float16.
+
+    Args:
+        tmp: the build folder (from ``staging``).
+        utterances: what to load, in store order.
+        loader: picklable ``path -> (frames, n_mels)`` array; raises InputError.
+        workers: processes; 0 means every CPU core.
+        on_error: "fail" raises the first InputError in input order, "skip" drops and
+            records it.
+        desc: progress-bar label.
+        empty_error: raised when no utterance is kept; None (default) allows an empty store.
+    """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     workers = workers or os.cpu_count()
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / SCRATCH_DIR).mkdir(parents=True)
-    try:
-        chunks = _chunks([u.path for u in utterances], workers)
-        scratch = [tmp / SCRATCH_DIR / f"{i:06d}.f16" for i in range(len(chunks))]
-        parts = _load_chunks(loader, chunks, scratch, workers, on_error, desc)
-        records = [r for part in parts for r in part]
-        kept = [(u, r) for u, r in zip(utterances, records) if isinstance(r, _Loaded)]
-        if not kept and empty_error is not None:
-            raise empty_error
-        n_mels = _width([r for _, r in kept], meta)
-        part_frames = [sum(r.frames for r in part if isinstance(r, _Loaded)) for part in parts]
-        _assemble(tmp / FRAMES_FILE, scratch, part_frames, n_mels, workers)
-        (tmp / SCRATCH_DIR).rmdir()
-        rejected = [
-            {"path": r.path, "reason": r.reason} for r in records if isinstance(r, InputError)
-        ]
-        meta = {**meta, "rejected": [*meta.get("rejected", []), *rejected]}
-        meta = _write_tables(tmp, kept, speaker2id, meta)
-        _swap(tmp, folder)
-        return meta
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / SCRATCH_DIR).mkdir()
+    chunks = _chunks([(u.path, u.mel_len) for u in utterances], workers)
+    scratch = [tmp / SCRATCH_DIR / f"{i:06d}.f16" for i in range(len(chunks))]
+    parts = _load_chunks(loader, chunks, scratch, workers, on_error, desc)
+    records = [r for part in parts for r in part]
+    kept = [(u, r) for u, r in zip(utterances, records) if isinstance(r, _Loaded)]
+    if not kept and empty_error is not None:
+        raise empty_error
+    part_frames = [sum(r.frames for r in part if isinstance(r, _Loaded)) for part in parts]
+    rejected = [
+        {"path": r.path, "reason": r.reason, "uid": u.uid}
+        for u, r in zip(utterances, records)
+        if isinstance(r, InputError)
+    ]
+    return StagedStore(tmp, kept, rejected, scratch, part_frames, workers)
+
+
+def write_store(staged: StagedStore, speaker2id: dict, meta: dict) -> dict:
+    """Write the staged store's files into its build folder: frames.npy (threads copy each
+    scratch file into its place, in the kernel), utterances.csv, mapping.json, meta.json.
+
+    Args:
+        staged: from load_store.
+        speaker2id: the label mapping written as mapping.json.
+        meta: extra meta.json content; the digest, counts and the loader's rejected inputs
+            (after any already in ``meta["rejected"]``) are added. An empty store takes its
+            width from ``meta["frontend"]["n_mels"]``.
+
+    Returns:
+        the meta.json content written.
+    """
+    tmp = staged.folder
+    n_mels = _width([r for _, r in staged.kept]) or meta.get("frontend", {}).get("n_mels", 0)
+    _assemble(tmp / FRAMES_FILE, staged.scratch, staged.part_frames, n_mels, staged.workers)
+    (tmp / SCRATCH_DIR).rmdir()
+    meta = {**meta, "rejected": [*meta.get("rejected", []), *staged.rejected]}
+    return _write_tables(tmp, staged.kept, speaker2id, meta)
+
+
+def dense_mapping(speaker2id: dict, speakers) -> tuple[dict, list]:
+    """``speaker2id`` restricted to ``speakers``, ids renumbered 0.. in the old id order.
+
+    Returns:
+        (the new speaker2id, the speakers dropped, in the old id order).
+    """
+    present = set(speakers)
+    by_id = sorted(speaker2id, key=speaker2id.__getitem__)
+    kept = [s for s in by_id if s in present]
+    return {s: i for i, s in enumerate(kept)}, [s for s in by_id if s not in present]
 
 
 def chunk_size(n: int, workers: int) -> int:
@@ -213,27 +307,49 @@ def _load_chunks(
 
 
 class _LoadChunk:
-    """Picklable ``(scratch, paths) -> records``: loads ``paths`` with ``loader`` and writes
-    the arrays, float16 in C order, back to back into the file ``scratch``.
+    """Picklable ``(scratch, items) -> records``: loads each (path, mel_len) of ``items``
+    with ``loader`` and writes the arrays, float16 in C order, back to back into the file
+    ``scratch``.
 
-    Returns per path a _Loaded, or the InputError that the loader raised.
+    Returns per item a _Loaded, or the InputError that the loader or _checked raised.
     """
 
     def __init__(self, loader: Callable):
         self.loader = loader
 
-    def __call__(self, scratch: Path, paths: list) -> list:
+    def __call__(self, scratch: Path, items: list) -> list:
         records = []
         with open(scratch, "wb") as f:
-            for path in paths:
+            for path, mel_len in items:
                 try:
-                    array = np.ascontiguousarray(self.loader(path), dtype=STORE_DTYPE)
+                    array = _checked(path, np.asarray(self.loader(path)), mel_len)
                 except InputError as err:
                     records.append(err)
                     continue
                 f.write(array)
                 records.append(_Loaded(len(array), array.shape[1], hashlib.sha256(array).digest()))
         return records
+
+
+def _checked(path, array: np.ndarray, mel_len: int) -> np.ndarray:
+    """``array`` (frames, n_mels) as C-ordered float16, after checking that it has the
+    ``mel_len`` frames its listing claims (0: none claimed) and that every value fits
+    float16 (a larger one would be stored as Inf)."""
+    if mel_len and len(array) != mel_len:
+        raise InputError(
+            path, f"tensor has {len(array)} frames, but its listing's mel_len is {mel_len}"
+        )
+    if array.size:
+        peak = np.unravel_index(np.argmax(np.abs(array)), array.shape)
+        value = float(array[peak])
+        if abs(value) > FLOAT16_MAX:
+            frame, mel = (int(i) for i in peak)
+            raise InputError(
+                path,
+                f"value {value:g} at frame {frame}, mel {mel} is beyond the store's float16 "
+                f"range (+-{FLOAT16_MAX:g})",
+            )
+    return np.ascontiguousarray(array, dtype=STORE_DTYPE)
 
 
 @contextmanager
@@ -263,12 +379,12 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _width(loaded: list, meta: dict) -> int:
-    """The n_mels that every ``loaded`` record shares (meta's front end's if none)."""
+def _width(loaded: list) -> int:
+    """The n_mels that every ``loaded`` record shares (0 if none)."""
     widths = {r.n_mels for r in loaded}
     if len(widths) > 1:
         raise ValueError(f"loaded arrays differ in width: {sorted(widths)}")
-    return widths.pop() if widths else meta.get("frontend", {}).get("n_mels", 0)
+    return widths.pop() if widths else 0
 
 
 def _assemble(path: Path, scratch: list, part_frames: list, n_mels: int, workers: int) -> None:
@@ -329,11 +445,22 @@ def _write_tables(tmp: Path, kept: list, speaker2id: dict, meta: dict) -> dict:
     return meta
 
 
-def _swap(tmp: Path, folder: Path) -> None:
-    """Put the built store ``tmp`` in place of ``folder``."""
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+def _swap(tmps: list, folders: list) -> None:
+    """Put each built store of ``tmps`` in place of its ``folders`` entry, all or none."""
+    olds = [f.with_name(f".{f.name}.old") for f in folders]
+    undo = []  # (where a folder is now, where it was), in the order moved
+    try:
+        for folder, old in zip(folders, olds):
+            shutil.rmtree(old, ignore_errors=True)
+            if folder.exists():
+                folder.rename(old)
+                undo.append((old, folder))
+        for tmp, folder in zip(tmps, folders):
+            tmp.rename(folder)
+            undo.append((folder, tmp))
+    except BaseException:
+        for now, was in reversed(undo):
+            now.rename(was)
+        raise
+    for old in olds:
+        shutil.rmtree(old, ignore_errors=True)

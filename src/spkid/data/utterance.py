@@ -13,9 +13,12 @@ class Utterance:
         speaker: speaker name, or "" for unlabeled test utterances.
         session: recording session (VoxCeleb's video id); the speaker where unknown.
         path: absolute path of the file holding the data.
+        mel_len: the frame count its listing claims (HW4's mel_len), checked against the
+            loaded features; 0 where the source claims none.
     """
 
     uid: str
     speaker: str
     session: str
     path: str
+    mel_len: int = 0

@@ -9,6 +9,7 @@ from spkid.atomic import atomic_path, write_csv, write_json
 from spkid.data.store import open_store
 from spkid.evaluate.infer import predict_logits
 from spkid.evaluate.metrics import classification_metrics, confusion_summary
+from spkid.evaluate.submission import write_submission
 from spkid.train.checkpoint import load_model
 from spkid.train.data import DeviceData
 from spkid.train.run import pick_device
@@ -83,22 +84,35 @@ def validate(
 
 
 def predict(
-    checkpoints: list, store_dir, out_file, device="auto", max_frames=65536, crops=0, segment=0
-) -> int:
-    """Write the Kaggle submission (``Id,Category``) for every utterance of the test store.
+    checkpoints: list,
+    store_dir,
+    out_file,
+    device="auto",
+    max_frames=65536,
+    crops=0,
+    segment=0,
+    metrics_file=None,
+) -> dict:
+    """Write the Kaggle submission (``Id,Category``): one row per test listing entry, the
+    ones the features stage rejected given the training pool's most frequent speaker
+    (see write_submission).
 
     Args:
         checkpoints: one checkpoint, or several whose log-probabilities are averaged.
         crops, segment: 0 scores full length; N > 0 averages N crops of ``segment`` frames.
+        metrics_file: where to write the returned counts as JSON (None: nowhere).
 
     Returns:
-        the number of rows written.
+        {"rows": rows written, "rejected": rows given the fallback speaker}.
     """
     logp, data, ckpt = _scores(checkpoints, store_dir, None, device, max_frames, crops, segment)
     id2speaker = {i: s for s, i in ckpt["speaker2id"].items()}
-    rows = [[uid, id2speaker[int(k)]] for uid, k in zip(data.uids, logp.argmax(1))]
-    write_csv(out_file, ["Id", "Category"], rows)
-    return len(rows)
+    speakers = [id2speaker[int(k)] for k in logp.argmax(1)]
+    meta = open_store(store_dir).meta
+    counts = write_submission(out_file, data.uids, speakers, meta, ckpt["speaker2id"])
+    if metrics_file is not None:
+        write_json(metrics_file, counts)
+    return counts
 
 
 def plot_worst(
