@@ -28,9 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from spkid.data.hw4 import load_hw4_tensor, make_synthetic_hw4, read_hw4
 from spkid.data.split import split_indices
 from spkid.data.store import build_store, open_store
-from spkid.evaluate.infer import predict_logits
+from spkid.runtime import DeviceData, predict_logits
 from spkid.train.config import TierConfig, resolve_tier
-from spkid.train.data import DeviceData
 from spkid.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,8 +72,19 @@ def tier_config(tier: str, batch: int, steps: int) -> TierConfig:
     return replace(cfg, recipe=recipe)
 
 
-def make_trainer(cfg, store, train, valid, out_dir, compile_model, seed=0, model=None):
-    """A Trainer on ``store``'s train/valid utterances on DEVICE (bf16 on GPUs), logging nowhere."""
+def make_trainer(
+    cfg,
+    store,
+    train,
+    valid,
+    out_dir,
+    compile_model,
+    seed=0,
+    model=None,
+    precision="auto",
+    graph=True,
+):
+    """A Trainer on ``store``'s train/valid utterances on DEVICE, logging nowhere."""
     return Trainer(
         cfg,
         DeviceData(store, train, DEVICE),
@@ -83,9 +93,10 @@ def make_trainer(cfg, store, train, valid, out_dir, compile_model, seed=0, model
         out_dir,
         lambda m, s: None,
         seed=seed,
-        precision="bf16" if DEVICE.type == "cuda" else "fp32",
+        precision=precision,
         compile=compile_model,
         model=model,
+        graph=graph,
     )
 
 

@@ -32,6 +32,7 @@ def main() -> None:
         out_dir,
         device,
         block["max_frames"],
+        precision=params["train"]["precision"],
     )
     predict(
         checkpoints,
@@ -41,6 +42,7 @@ def main() -> None:
         block["max_frames"],
         crops=block["test_crops"],
         segment=block["crop_segment"],
+        precision=params["train"]["precision"],
     )
     files = [out_dir / n for n in VALIDATE_FILES]
     tracking.log_stage_run(

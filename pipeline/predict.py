@@ -19,6 +19,7 @@ def main(tier: str) -> None:
         paths["features"] + "/test",
         out_file,
         device=params["train"]["device"],
+        precision=params["train"]["precision"],
         max_frames=block["max_frames"],
         crops=block["test_crops"],
         segment=block["crop_segment"],

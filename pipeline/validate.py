@@ -21,6 +21,7 @@ def main(tier: str) -> None:
         paths["split"],
         out_dir,
         device=params["train"]["device"],
+        precision=params["train"]["precision"],
         max_frames=block["max_frames"],
     )
     run = tracking.connect(repo_root(), (model_dir / RUN_ID_FILE).read_text().strip())

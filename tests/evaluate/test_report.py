@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from spkid.data.store import open_store
-from spkid.evaluate.infer import predict_logits
 from spkid.evaluate.report import predict, validate
 from spkid.models import ModelConfig, SpeakerNet
+from spkid.runtime import DeviceData, predict_logits
 from spkid.train import checkpoint
 from spkid.train.config import Recipe, TierConfig
-from spkid.train.data import DeviceData
 from tests.conftest import make_store
 
 MODEL = ModelConfig(
