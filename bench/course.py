@@ -11,7 +11,7 @@ course budget (its steps, a validation every valid_every steps, one prediction).
 lets a single run at a time time its steps on the GPU.
 Extra runs: boss forced to fp16 (its loss curve against bf16's), boss with the step not
 captured (compiled only), boss at batch 1,024 and segment 128 (bench/speed.py's figure); and the students' per-file pipeline at
-batch 32 (bench/speed.py's peer) in the same run.
+batch 32 (bench/speed.py's peer) with the boss model and segment in the same run.
 
 Usage: python bench/course.py --data /tmp/hw4 --work /tmp/course --out reports/bench/course.json
 """
@@ -216,8 +216,11 @@ def main() -> None:
             print(done, table_row(results["runs"][done]), flush=True)
             save(args.out, results)
     if args.peer_steps:
-        results["peer"] = peer(args.data, args.peer_steps)
-        results["peer"]["steps_per_s"] = results["peer"]["segments_per_s"] / 32
+        boss = course_config("boss")
+        results["peer"] = peer(
+            args.data, args.peer_steps, model_cfg=boss.model, segment=boss.recipe.segment
+        )
+        results["peer"]["model"] = "boss"
         print("peer", results["peer"], flush=True)
     results["course_profile_s"] = sum(
         results["runs"][t].get("projected_course_s", float("nan")) for t in specs if "@" not in t
