@@ -9,8 +9,7 @@ PROFILED_STEPS steps (torch.profiler), and the projected wall time of the tier's
 course budget (its steps, a validation every valid_every steps, one prediction).
 ``--parallel N`` warms N runs up at once (their compilation is CPU work) while one lock
 lets a single run at a time time its steps on the GPU.
-Extra runs: boss forced to fp16 (its loss curve against bf16's), boss with the step not
-captured (compiled only), boss at batch 1,024 and segment 128 (bench/speed.py's figure); and the students' per-file pipeline at
+Extra runs: boss forced to fp16 (its loss curve against bf16's), boss at batch 1,024 and segment 128 (bench/speed.py's figure), and on request boss@nograph (compiled, not captured); and the students' per-file pipeline at
 batch 32 (bench/speed.py's peer) with the boss model and segment in the same run.
 
 Usage: python bench/course.py --data /tmp/hw4 --work /tmp/course --out reports/bench/course.json
@@ -37,7 +36,7 @@ from spkid.runtime import DeviceData, predict_logits
 from spkid.train.config import TierConfig, resolve_tier
 
 TIERS = "simple,medium,strong,boss,beyond,tdnn"
-EXTRAS = "boss@fp16,boss@nograph,boss@b1024"  # tier@variant runs beside the course recipes
+EXTRAS = "boss@fp16,boss@b1024"  # tier@variant runs beside the course recipes (also: @nograph)
 LOSS_EVERY = 100
 PROFILED_STEPS = 20
 VALID_RATIO = 0.1
@@ -96,7 +95,6 @@ def run_one(spec: str, store_dir: Path, steps: int, work: Path) -> dict:
 def timed_part(t, cfg: TierConfig, store_dir: Path, steps: int) -> dict:
     """Steps/s, losses, memory, kernels per step, validation and prediction of trainer ``t``;
     projected_course_s here leaves set-up and warm-up out."""
-    torch.cuda.reset_peak_memory_stats()
     t.sums.zero_()
     losses = []
     start = time.perf_counter()
@@ -122,7 +120,7 @@ def timed_part(t, cfg: TierConfig, store_dir: Path, steps: int) -> dict:
         "timed_steps": steps,
         "steps_per_s": rate,
         "segments_per_s": rate * r.batch,
-        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,  # the graph's pool too
         "valid_s": valid_s,
         "predict_s": predict_s,
         "course_steps": r.steps,
@@ -232,7 +230,7 @@ def main() -> None:
 def table_row(run: dict) -> str:
     if "error" in run:
         return "FAILED " + run["error"][-600:]
-    keys = ("steps_per_s", "segments_per_s", "warmup_s", "peak_gib", "projected_course_s")
+    keys = ("steps_per_s", "segments_per_s", "warmup_s", "peak_reserved_gib", "projected_course_s")
     keys += ("kernels_per_step", "gpu_busy")
     return " ".join(f"{k}={run[k]:.1f}" for k in keys) + f" graph={run['graph']}"
 
