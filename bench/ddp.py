@@ -19,8 +19,8 @@ import torch
 
 from bench.speed import tier_config
 from spkid.data.store import open_store
+from spkid.runtime import DeviceData
 from spkid.train import distributed
-from spkid.train.data import DeviceData
 from spkid.train.loop import Trainer
 
 

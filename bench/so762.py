@@ -36,11 +36,10 @@ from bench.speed import DEVICE, ROOT, device_info, make_trainer, tier_config
 from spkid.config import build, merge
 from spkid.data.split import split_indices
 from spkid.data.store import open_store
-from spkid.evaluate.infer import predict_logits
 from spkid.models.heads import MarginHead
+from spkid.runtime import DeviceData, predict_logits
 from spkid.train import checkpoint
 from spkid.train.config import TierConfig, resolve_tier
-from spkid.train.data import DeviceData
 
 POOL_PER_SPEAKER = 8
 WINDOW = 200

@@ -28,9 +28,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from spkid.data.hw4 import load_hw4_tensor, make_synthetic_hw4, read_hw4
 from spkid.data.split import split_indices
 from spkid.data.store import build_store, open_store
-from spkid.evaluate.infer import predict_logits
+from spkid.models import ModelConfig, SpeakerNet
+from spkid.runtime import DeviceData, predict_logits
 from spkid.train.config import TierConfig, resolve_tier
-from spkid.train.data import DeviceData
 from spkid.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,8 +73,19 @@ def tier_config(tier: str, batch: int, steps: int) -> TierConfig:
     return replace(cfg, recipe=recipe)
 
 
-def make_trainer(cfg, store, train, valid, out_dir, compile_model, seed=0, model=None):
-    """A Trainer on ``store``'s train/valid utterances on DEVICE (bf16 on GPUs), logging nowhere."""
+def make_trainer(
+    cfg,
+    store,
+    train,
+    valid,
+    out_dir,
+    compile_model,
+    seed=0,
+    model=None,
+    precision="auto",
+    graph=True,
+):
+    """A Trainer on ``store``'s train/valid utterances on DEVICE, logging nowhere."""
     return Trainer(
         cfg,
         DeviceData(store, train, DEVICE),
@@ -83,9 +94,10 @@ def make_trainer(cfg, store, train, valid, out_dir, compile_model, seed=0, model
         out_dir,
         lambda m, s: None,
         seed=seed,
-        precision="bf16" if DEVICE.type == "cuda" else "fp32",
+        precision=precision,
         compile=compile_model,
         model=model,
+        graph=graph,
     )
 
 
@@ -170,10 +182,11 @@ def end_to_end(cfg, store_dir, train, valid, out_dir, compile_model, segments: i
 
 
 class CourseDataset(torch.utils.data.Dataset):
-    """The course sample's dataset: one torch.load per utterance, random 128-frame crop."""
+    """The course sample's dataset: one torch.load per utterance, random ``segment``-frame crop."""
 
-    def __init__(self, utterances, speaker2id):
+    def __init__(self, utterances, speaker2id, segment: int = SEGMENT):
         self.items = [(u.path, speaker2id[u.speaker]) for u in utterances]
+        self.segment = segment
 
     def __len__(self):
         return len(self.items)
@@ -181,9 +194,9 @@ class CourseDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         path, label = self.items[i]
         mel = torch.load(path, weights_only=True)
-        if len(mel) > SEGMENT:
-            start = np.random.randint(0, len(mel) - SEGMENT)
-            mel = mel[start : start + SEGMENT]
+        if len(mel) > self.segment:
+            start = np.random.randint(0, len(mel) - self.segment)
+            mel = mel[start : start + self.segment]
         return mel, label
 
 
@@ -194,11 +207,26 @@ def collate(batch):
     )
 
 
-def peer(data: Path, steps: int, warmup: int = 30) -> dict:
-    """The course sample recipe, as the course wrote it, on the same files."""
+SAMPLE_MODEL = ModelConfig(
+    encoder="transformer",
+    d_model=80,
+    layers=1,
+    heads=2,
+    ffn=256,
+    dropout=0.1,
+    pooling="mean",
+    head="mlp",
+)
+
+
+def peer(
+    data: Path, steps: int, warmup: int = 30, model_cfg=SAMPLE_MODEL, segment: int = SEGMENT
+) -> dict:
+    """The course sample recipe, as the course wrote it, on the same files (fp32, per-file
+    loads, batch 32); ``model_cfg`` and ``segment``: another model in that pipeline."""
     pool, _, speaker2id, _ = read_hw4(data)
     loader = torch.utils.data.DataLoader(
-        CourseDataset(pool, speaker2id),
+        CourseDataset(pool, speaker2id, segment),
         batch_size=32,
         shuffle=True,
         num_workers=8,
@@ -207,19 +235,7 @@ def peer(data: Path, steps: int, warmup: int = 30) -> dict:
         collate_fn=collate,
         persistent_workers=True,
     )
-    from spkid.models import ModelConfig, SpeakerNet
-
-    cfg = ModelConfig(
-        encoder="transformer",
-        d_model=80,
-        layers=1,
-        heads=2,
-        ffn=256,
-        dropout=0.1,
-        pooling="mean",
-        head="mlp",
-    )
-    model = SpeakerNet(cfg, 40, len(speaker2id)).to(DEVICE)
+    model = SpeakerNet(model_cfg, 40, len(speaker2id)).to(DEVICE)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     it = iter(loader)
     for i in range(warmup + steps):
@@ -233,12 +249,13 @@ def peer(data: Path, steps: int, warmup: int = 30) -> dict:
             mels, labels = next(it)
         mels, labels = mels.to(DEVICE, non_blocking=True), labels.to(DEVICE, non_blocking=True)
         lengths = torch.full((len(mels),), mels.shape[1], device=DEVICE)
-        loss = torch.nn.functional.cross_entropy(model(mels, lengths), labels)
+        loss = torch.nn.functional.cross_entropy(model(mels, lengths, labels), labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
     sync()
-    return {"segments_per_s": steps * 32 / (time.perf_counter() - start), "batch": 32, "workers": 8}
+    rate = steps / (time.perf_counter() - start)
+    return {"segments_per_s": rate * 32, "steps_per_s": rate, "batch": 32, "workers": 8}
 
 
 def device_info() -> dict:

@@ -20,6 +20,7 @@ def main() -> None:
         out_dir,
         device,
         block.max_frames,
+        precision=params.train.precision,
     )
     counts = predict(
         checkpoints,
@@ -30,6 +31,7 @@ def main() -> None:
         crops=block.test_crops,
         segment=block.crop_segment,
         metrics_file=out_file.with_name("metrics.json"),
+        precision=params.train.precision,
     )
     files = [out_dir / n for n in VALIDATE_FILES]
     tracking.log_stage_run(

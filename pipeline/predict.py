@@ -20,6 +20,7 @@ def main(tier: str) -> None:
         crops=block.test_crops,
         segment=block.crop_segment,
         metrics_file=out_file.with_name("metrics.json"),
+        precision=params.train.precision,
     )
     run = tracking.connect(repo_root(), paths.run_id(tier).read_text().strip())
     run.log_metrics({f"predict/{k}": v for k, v in counts.items()}, step=0)

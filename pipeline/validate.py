@@ -19,6 +19,7 @@ def main(tier: str) -> None:
         out_dir,
         device=params.train.device,
         max_frames=params.evaluate.max_frames,
+        precision=params.train.precision,
     )
     run = tracking.connect(repo_root(), paths.run_id(tier).read_text().strip())
     run.log_metrics({f"validate/{k}": v for k, v in metrics.items()}, step=0)

@@ -34,6 +34,13 @@ def make_store(folder, n_speakers=4, per_speaker=10, n_mels=40, seed=0, sessions
     return folder
 
 
+@pytest.fixture(autouse=True)
+def no_tracking_uri(monkeypatch):
+    """No test inherits a tracking URI: mlflow.set_tracking_uri in an earlier test exports
+    MLFLOW_TRACKING_URI, which tracking.tracking_uri prefers to the project's store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def tiny_store(tmp_path):
     return make_store(tmp_path / "store")

@@ -58,7 +58,7 @@ BAD_VALUES = [
     ("features.frontend.silence_threshold", 150.0, "must be in [0, 100] percent, got 150.0"),
     ("features.frontend.trim_silence", "yes", "expected bool, got 'yes'"),
     ("split.valid_ratio", 1.5, "must be in [0, 1), got 1.5"),
-    ("train.precision", "fp16", "'fp16' is not one of ['bf16', 'fp32']"),
+    ("train.precision", "fp8", "'fp8' is not one of ['auto', 'bf16', 'fp16', 'fp32']"),
     ("mlflow.experiment", "", "must not be empty"),
     ("tiers.boss.model.pooling", "max", "'max' is not one of ['mean', 'sap', 'asp', 'casp']"),
     ("tiers.boss.demo.model.kernel", 4, "must be odd, got 4"),

@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from spkid.data.store import open_store
-from spkid.evaluate.infer import predict_logits
 from spkid.evaluate.report import predict, validate
 from spkid.models import ModelConfig, SpeakerNet
+from spkid.runtime import DeviceData, predict_logits
 from spkid.train import checkpoint
 from spkid.train.config import Recipe, TierConfig
-from spkid.train.data import DeviceData
 from tests.conftest import make_store
 
 MODEL = ModelConfig(
@@ -64,3 +63,26 @@ def test_an_ensemble_of_other_speakers_is_refused_by_name(tiny_store, tmp_path):
     with pytest.raises(ValueError, match=r"b\.pt: its speakers differ"):
         predict([tmp_path / "a.pt", tmp_path / "b.pt"], tiny_store, tmp_path / "sub.csv", "cpu")
     assert not (tmp_path / "sub.csv").exists()
+
+
+def test_validate_and_predict_score_at_train_precision(tiny_store, tmp_path, monkeypatch):
+    store = open_store(tiny_store)
+    save_model(tmp_path / "m.pt", store, 0)
+    (tmp_path / "split.json").write_text(json.dumps({"train": [], "valid": [0, 1, 2]}))
+    seen = []
+
+    def scoring(model, data, max_frames, precision, crops, segment):
+        seen.append(precision)
+        return predict_logits(model, data, max_frames, precision, crops, segment)
+
+    monkeypatch.setattr("spkid.evaluate.report.predict_logits", scoring)
+    validate(
+        [tmp_path / "m.pt"],
+        tiny_store,
+        tmp_path / "split.json",
+        tmp_path / "v",
+        "cpu",
+        precision="fp16",
+    )
+    predict([tmp_path / "m.pt"], tiny_store, tmp_path / "sub.csv", "cpu", precision="bf16")
+    assert seen == ["fp16", "bf16"]  # passed on; resolve_precision makes them fp32 on CPUs

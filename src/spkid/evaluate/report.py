@@ -7,21 +7,27 @@ import numpy as np
 
 from spkid.atomic import atomic_path, write_csv, write_json
 from spkid.data.store import open_store
-from spkid.evaluate.infer import predict_logits
 from spkid.evaluate.metrics import classification_metrics, confusion_summary
 from spkid.evaluate.submission import write_submission
+from spkid.runtime import DeviceData, pick_device, predict_logits
 from spkid.train.checkpoint import load_model
-from spkid.train.data import DeviceData
-from spkid.train.run import pick_device
 
 WORST_SPEAKERS = 20
 VALIDATE_FILES = ("metrics.json", "confusion.json", "per_speaker.csv", "worst_speakers.png")
 
 
 def _scores(
-    checkpoints: list, store_dir, indices, device: str, max_frames: int, crops: int, segment: int
+    checkpoints: list,
+    store_dir,
+    indices,
+    device: str,
+    precision: str,
+    max_frames: int,
+    crops: int,
+    segment: int,
 ):
-    """Log-probabilities of one checkpoint, or of several averaged (a tier ensemble).
+    """Log-probabilities of one checkpoint, or of several averaged (a tier ensemble), at
+    ``precision`` (train.precision; float32 on CPUs).
 
     Returns:
         ((U, C) log-probabilities, the scored DeviceData, the first checkpoint).
@@ -30,7 +36,6 @@ def _scores(
     store = open_store(store_dir)
     indices = np.arange(len(store)) if indices is None else np.asarray(indices)
     data = DeviceData(store, indices, dev)
-    precision = "bf16" if dev.type == "cuda" else "fp32"  # autocast only on GPUs
     total, first = 0.0, None
     for path in checkpoints:
         model, ckpt = load_model(path, dev)
@@ -45,7 +50,13 @@ def _scores(
 
 
 def validate(
-    checkpoints: list, store_dir, split_file, out_dir, device="auto", max_frames=65536
+    checkpoints: list,
+    store_dir,
+    split_file,
+    out_dir,
+    device="auto",
+    max_frames=65536,
+    precision="auto",
 ) -> dict:
     """Full-length metrics of a checkpoint (or several, averaged) on the valid split, with a
     confusion summary.
@@ -58,7 +69,7 @@ def validate(
         the metrics (top1, top5, macro_f1, loss, utterances).
     """
     valid = json.loads(Path(split_file).read_text())["valid"]
-    logp, data, ckpt = _scores(checkpoints, store_dir, valid, device, max_frames, 0, 0)
+    logp, data, ckpt = _scores(checkpoints, store_dir, valid, device, precision, max_frames, 0, 0)
     labels = data.labels.cpu().numpy()
     names = [s for s, _ in sorted(ckpt["speaker2id"].items(), key=lambda kv: kv[1])]
     metrics = {**classification_metrics(logp, labels), "utterances": len(labels)}
@@ -92,6 +103,7 @@ def predict(
     crops=0,
     segment=0,
     metrics_file=None,
+    precision="auto",
 ) -> dict:
     """Write the Kaggle submission (``Id,Category``): one row per test listing entry, the
     ones the features stage rejected given the training pool's most frequent speaker
@@ -101,11 +113,14 @@ def predict(
         checkpoints: one checkpoint, or several whose log-probabilities are averaged.
         crops, segment: 0 scores full length; N > 0 averages N crops of ``segment`` frames.
         metrics_file: where to write the returned counts as JSON (None: nowhere).
+        precision: train.precision (auto, bf16, fp16, fp32; float32 on CPUs).
 
     Returns:
         {"rows": rows written, "rejected": rows given the fallback speaker}.
     """
-    logp, data, ckpt = _scores(checkpoints, store_dir, None, device, max_frames, crops, segment)
+    logp, data, ckpt = _scores(
+        checkpoints, store_dir, None, device, precision, max_frames, crops, segment
+    )
     id2speaker = {i: s for s, i in ckpt["speaker2id"].items()}
     speakers = [id2speaker[int(k)] for k in logp.argmax(1)]
     meta = open_store(store_dir).meta

@@ -5,6 +5,7 @@ from typing import Literal
 
 from spkid.config import build, check, merge
 from spkid.models import ModelConfig
+from spkid.runtime import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,15 @@ class Runtime:
 
     Args:
         device: auto (cuda when available), cpu, cuda or cuda:N.
-        precision: bf16 (autocast on GPU; CPU runs float32) or fp32.
+        precision: auto (bf16 autocast on GPUs of compute capability 8.0 and up, fp16
+            autocast with loss scaling below), bf16, fp16 or fp32; CPU runs float32.
         compile: torch.compile the training step on GPUs (CPU runs stay eager).
         devices: GPUs for data-parallel training through torchrun (1: no torchrun).
         threads: CPU threads for torch (0: torch's default).
     """
 
     device: str = "auto"
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal[PRECISIONS] = "auto"
     compile: bool = False
     devices: int = 1
     threads: int = 0

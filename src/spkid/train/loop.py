@@ -1,5 +1,6 @@
 """The training loop: crops on the device, AdamW with warmup and cosine, validation,
-early stopping, and checkpoints that resume exactly."""
+early stopping, and checkpoints that resume exactly. On one GPU the whole step (crops,
+augmentation, forward, loss, backward, optimiser) is one captured CUDA graph."""
 
 import math
 import time
@@ -11,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from spkid.evaluate.infer import autocast, predict_logits
 from spkid.evaluate.metrics import classification_metrics
 from spkid.models import SpeakerNet
+from spkid.runtime import DeviceData, autocast, grad_scaler, predict_logits, resolve_precision
 from spkid.train import checkpoint
 from spkid.train.config import SpecAugment, TierConfig
-from spkid.train.data import DeviceData
 from spkid.train.distributed import broadcast_flag, gather_ranks
+
+CAPTURE_AFTER = 3  # eager steps before capture: compilation, optimiser state, cuBLAS workspaces
 
 
 @dataclass
@@ -93,11 +95,14 @@ class Trainer:
         out_dir: checkpoint folder (``last.pt``, ``best.pt``).
         log: ``log(metrics: dict, step: int)``, e.g. the MLflow logger.
         seed: base seed (crops, masks, initialisation).
-        precision: bf16 or fp32.
+        precision: auto, bf16, fp16 (with loss scaling) or fp32 (runtime.resolve_precision;
+            CPU runs float32).
         compile: torch.compile the training step's model on CUDA (1.8x the boss tier on
             an H200); CPU steps stay eager, where compiling costs more than it saves.
         rank, world: data-parallel rank and size (1: plain training).
         model: train this module (same interface) instead of the config's SpeakerNet.
+        graph: on CUDA with world 1, replay the whole step as one CUDA graph captured after
+            CAPTURE_AFTER eager steps (DDP and CPU runs step eagerly).
     """
 
     def __init__(
@@ -109,28 +114,38 @@ class Trainer:
         out_dir,
         log: Callable,
         seed: int,
-        precision: str = "bf16",
+        precision: str = "auto",
         compile: bool = False,
         rank: int = 0,
         world: int = 1,
         model: torch.nn.Module | None = None,
+        graph: bool = True,
     ):
         self.config, self.recipe = config, config.recipe
         self.train_data, self.valid_data, self.speaker2id = train, valid, speaker2id
-        self.out_dir, self.log, self.precision = Path(out_dir), log, precision
+        self.out_dir, self.log = Path(out_dir), log
         self.rank, self.world = rank, world
         self.device = train.device
+        self.precision = resolve_precision(precision, self.device)
         torch.manual_seed(seed)
         model = model or SpeakerNet(config.model, train.frames.shape[1], len(speaker2id))
         self.model = model.to(self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed + 1000 * rank)
         cuda = self.device.type == "cuda"
+        self.graphed = graph and cuda and world == 1
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=self.recipe.lr,
             weight_decay=self.recipe.weight_decay,
             fused=cuda,
+            capturable=self.graphed,
         )
+        self.scaler = grad_scaler(self.device, self.precision)
+        self.sums = torch.zeros(2, device=self.device)  # loss, accuracy summed since last log
+        self.graph, self.eager_steps = None, 0
+        if self.graphed:
+            self.lr = torch.zeros((), device=self.device)  # the graph's learning rate
+            self.stream = torch.cuda.Stream(self.device)  # eager warm-up and capture
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.recipe.warmup, self.recipe.steps)
         )
@@ -157,7 +172,13 @@ class Trainer:
             scheduler=self.scheduler.state_dict(),
             generator=self.generator.get_state(),
             torch_rng=torch.get_rng_state(),
+            **(
+                {"cuda_rng": torch.cuda.get_rng_state(self.device)}
+                if self.device.type == "cuda"
+                else {}
+            ),
             state=vars(self.state).copy(),
+            **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
             **extra,
         )
 
@@ -169,30 +190,84 @@ class Trainer:
         ckpt = checkpoint.load(path, self.device)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        for group in self.optimizer.param_groups:  # this run's kernels, not the saver's
+            group.update(fused=self.device.type == "cuda", capturable=self.graphed)
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler.is_enabled() and "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.generator.set_state(ckpt["generator"].cpu())
-        torch.set_rng_state(ckpt["torch_rng"].cpu())  # dropout draws from it
+        torch.set_rng_state(ckpt["torch_rng"].cpu())  # dropout draws from it (CPU runs)
+        if "cuda_rng" in ckpt and self.device.type == "cuda":  # and from this on GPUs
+            torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), self.device)
         self.state = State(**ckpt["state"])
         return True
 
     # ---- steps -------------------------------------------------------------------
     def train_step(self) -> tuple:
-        """One optimiser step on fresh crops. Returns (loss, accuracy) tensors."""
+        """One optimiser step on fresh crops, its loss and accuracy added to ``sums`` on the
+        device. On one GPU, a replay of the captured step once CAPTURE_AFTER steps ran
+        eagerly; the scheduler steps on the host and the graph reads its rate from ``lr``.
+
+        Returns:
+            (loss, accuracy) tensors (a graph's outputs: overwritten by the next step).
+        """
+        if self.graphed and self.graph is None and self.eager_steps >= CAPTURE_AFTER:
+            self._capture()
+        if self.graph is not None:
+            self.lr.fill_(self.optimizer.param_groups[0]["lr"])
+            self.graph.replay()
+            out = self.outputs
+        else:
+            out = self._on_capture_stream() if self.graphed else self._step()
+            self.eager_steps += 1
+        self.scheduler.step()
+        return out
+
+    def _step(self) -> tuple:
+        """The whole step, with no host synchronisation (a CUDA graph can hold it)."""
         r = self.recipe
         feats, lengths, labels = self.train_data.crops(r.batch, r.segment, self.generator)
         if r.channel:
             feats = random_channel(feats, r.channel, self.generator)
         feats = spec_augment(feats, r.specaug, self.generator)
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.precision, cache=False):
             logits = self.step_fn(feats, lengths, labels)
         loss = F.cross_entropy(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if r.grad_clip:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip, foreach=True)
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.detach(), (logits.argmax(1) == labels).float().mean()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        out = loss.detach(), (logits.argmax(1) == labels).float().mean()
+        self.sums += torch.stack(out)
+        return out
+
+    def _on_capture_stream(self) -> tuple:
+        """An eager step on the capture stream (warm-up as torch.cuda.graphs asks)."""
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):
+            out = self._step()
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
+        return out
+
+    def _capture(self) -> None:
+        """Record ``_step`` as a CUDA graph. Its random draws come from ``generator`` and the
+        default CUDA generator (dropout), both registered so each replay draws afresh; the
+        optimiser reads the device tensor ``lr`` while capturing, so the schedule needs no
+        recapture; gradients are released first so that the graph owns their memory."""
+        groups = self.optimizer.param_groups
+        rates = [g["lr"] for g in groups]
+        for g in groups:
+            g["lr"] = self.lr
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        self.graph.register_generator_state(self.generator)
+        with torch.cuda.graph(self.graph, stream=self.stream):
+            self.outputs = self._step()
+        for g, rate in zip(groups, rates):
+            g["lr"] = rate
 
     def validate(self) -> dict:
         """Full-length metrics on the validation set."""
@@ -208,15 +283,16 @@ class Trainer:
         """
         r, s = self.recipe, self.state
         bar = tqdm(total=r.steps, initial=s.step, desc="train", disable=self.rank != 0)
-        sums, since, tick = torch.zeros(2, device=self.device), 0, time.perf_counter()
+        since, tick = 0, time.perf_counter()
         stopped = False
         self.model.train()
+        self.sums.zero_()
         while s.step < r.steps and not stopped:
-            sums += torch.stack(self.train_step())
+            self.train_step()
             s.step, since = s.step + 1, since + 1
             if s.step % r.log_every == 0 or s.step == r.steps:
-                self._log_training(sums / since, since, time.perf_counter() - tick, bar)
-                sums.zero_()
+                self._log_training(self.sums / since, since, time.perf_counter() - tick, bar)
+                self.sums.zero_()
                 since, tick = 0, time.perf_counter()
             if s.step % r.valid_every == 0 or s.step == r.steps:
                 stop = self._validate_and_keep_best() if self.rank == 0 else False

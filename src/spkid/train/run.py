@@ -11,24 +11,15 @@ import torch
 from spkid.atomic import write_json
 from spkid.data.store import open_store
 from spkid.models import count_parameters
+from spkid.runtime import DeviceData, pick_device
 from spkid.train import checkpoint
 from spkid.train.config import Runtime, TierConfig
-from spkid.train.data import DeviceData
 from spkid.train.distributed import SINGLE, Rank
 from spkid.train.loop import Trainer
 
 RUN_ID_FILE = "run_id"
 SETTINGS_FILE = "settings.json"  # what trained the checkpoints beside it
 TRAINING_CODE = (Path(__file__).parent, Path(__file__).parent.parent / "models")  # train, models
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: this rank's GPU when CUDA is available, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    return torch.device(name)
 
 
 def code_digest(folders) -> str:
@@ -123,7 +114,6 @@ def train_tier(
     warn_if_segment_too_long(config.recipe.segment, store.lengths[split["train"]])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    precision = runtime.precision if device.type == "cuda" else "fp32"
     trainer = Trainer(
         config,
         DeviceData(store, split["train"], device),
@@ -132,7 +122,7 @@ def train_tier(
         out_dir,
         tracker.log_metrics,
         seed,
-        precision,
+        runtime.precision,
         runtime.compile,
         rank.rank,
         rank.world,
