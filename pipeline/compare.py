@@ -28,6 +28,13 @@ def main() -> None:
         rows,
         [reports / "tiers.md", reports / "tiers.png"],
     )
+    tracking.register_champion(
+        repo_root(),
+        params["mlflow"]["experiment"],
+        params["compare"]["registered_model"],
+        rows,
+        {t: train[t].get("run_id") for t in tiers},
+    )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Stage `ensemble`: the averaged log-probabilities of several tiers' kept checkpoints (`best.pt`),
 validated and predicted like one more tier (reports/{validate,predict}/ensemble)."""
 
+import json
 from pathlib import Path
 
 from pipeline.params import load_params, repo_root
 from spkid import tracking
 from spkid.config import check
+from spkid.data.store import META_FILE
 from spkid.evaluate.report import VALIDATE_FILES, predict, validate
 
 
@@ -49,6 +51,8 @@ def main() -> None:
         "ensemble",
         {f"validate/{k}": v for k, v in metrics.items()},
         [*files, out_file],
+        checkpoints,
+        json.loads(Path(paths["features"], "train", META_FILE).read_text()),
     )
 
 

@@ -91,7 +91,8 @@ def train_tier(
         store_dir: the training feature store.
         split_file: JSON with ``train`` and ``valid`` index lists.
         out_dir: checkpoints (kept between runs: DVC ``persist``).
-        tracker: has log_metrics(dict, step), log_params(dict), log_artifact(path), log_model(model).
+        tracker: has log_metrics(dict, step), log_params(dict), log_artifact(path),
+            log_model(checkpoints, frontend).
         seed: base seed.
         rank: data-parallel position (rank 0 logs and writes).
 
@@ -129,6 +130,5 @@ def train_tier(
     if rank.rank == 0:
         for name in (checkpoint.BEST, checkpoint.LAST):
             tracker.log_artifact(out_dir / name, "checkpoints")
-        model, _ = checkpoint.load_model(out_dir / checkpoint.BEST)
-        tracker.log_model(model)
+        tracker.log_model([out_dir / checkpoint.BEST], store.meta["frontend"])
     return summary
