@@ -1,17 +1,20 @@
-"""A tiny trained tier shared by the serve tests: a demo corpus of four speakers, its
-feature store and a simple-tier training of a few hundred steps, logged to an MLflow store."""
+"""A tiny demo corpus of four speakers, a short training logged to MLflow, and a model that
+knows the corpus's speakers (tests/serve/data/demo4.pt, made by tests/serve/make_model.py),
+shared by the serve tests."""
 
 import csv
 import json
 import os
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
+import mlflow
 import pytest
 import yaml
 
 from spkid import tracking
-from spkid.data.demo import DemoConfig
+from spkid.data.demo import LABELS_FILE, DemoConfig
 from spkid.data.features import build_features
 from spkid.data.frontend import FrontEnd
 from spkid.data.sources import SourceConfig
@@ -23,47 +26,59 @@ from spkid.train.run import train_tier
 from tests.conftest import REPO, TINY_STEPS, tiny_params
 
 DEMO = DemoConfig(
-    n_speakers=4, train_per_speaker=8, test_per_speaker=2, min_seconds=2.0, max_seconds=3.0
+    n_speakers=4, train_per_speaker=20, test_per_speaker=2, min_seconds=2.0, max_seconds=3.0
 )
-STEPS = {**TINY_STEPS, "steps": 150, "valid_every": 50, "checkpoint_every": 50}
+FRONTEND = FrontEnd(min_frames=10)
+KNOWING_MODEL = Path(__file__).parent / "data" / "demo4.pt"
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """(root, run id, checkpoint, demo folder, test labels {wav path: speaker}) of a tiny
-    simple-tier training logged to ``root``'s MLflow store."""
-    root = tmp_path_factory.mktemp("serve")
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    fe = FrontEnd(min_frames=10)
+def make_demo(root) -> Path:
+    """DEMO's WAVs under root/demo, its stores root/train and root/test, root/split.json."""
+    root = Path(root)
     build_features(
-        SourceConfig(demo=DEMO), fe, "fail", 1, root / "train", root / "test", root / "demo"
+        SourceConfig(demo=DEMO), FRONTEND, "fail", 1, root / "train", root / "test", root / "demo"
     )
     store = open_store(root / "train")
     train, valid = split_indices(store.speakers, store.sessions, valid_ratio=0.25, seed=0)
     (root / "split.json").write_text(json.dumps({"train": train.tolist(), "valid": valid.tolist()}))
-    params = tiny_params(yaml.safe_load((REPO / "params.yaml").read_text()))
-    config = resolve_tier(params["tiers"], "simple", "demo")
-    config = replace(config, recipe=replace(config.recipe, **STEPS))
+    return root
+
+
+def tier_config(tier: str, tiny: bool = True, model: dict | None = None, **recipe):
+    """``tier`` of params.yaml's demo profile (``tiny``: tiny_params's sizes), with ``model``
+    and ``recipe`` fields replaced."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    config = resolve_tier(tiny_params(params)["tiers"] if tiny else params["tiers"], tier, "demo")
+    return replace(
+        config, model=replace(config.model, **(model or {})), recipe=replace(config.recipe, **recipe)
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The demo, a short simple-tier training (run ``run_id``, its pyfunc model logged by
+    train_tier) and the knowing model logged as the pyfunc of run ``knowing_run_id``, all in
+    ``root``'s MLflow store (``uri``); ``labels``: test WAV path -> speaker."""
+    root = make_demo(tmp_path_factory.mktemp("serve"))
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    store = open_store(root / "train")
     digest = store.meta["digest"]
     with tracking.tier_run(root, "spkid", "simple", "train@simple", digest, None, False) as run:
-        train_tier(
-            config,
-            Runtime(device="cpu"),
-            root / "train",
-            root / "split.json",
-            root / "models",
-            run,
-            0,
-        )
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+        train_tier(tier_config("simple", **TINY_STEPS), Runtime(device="cpu"), root / "train",
+                   root / "split.json", root / "models", run, 0)
+    with tracking.tier_run(root, "spkid", "medium", "train@medium", digest, None, False) as known:
+        known.log_model([KNOWING_MODEL], store.meta["frontend"])
+    uri = os.environ.pop("MLFLOW_TRACKING_URI", tracking.tracking_uri(root))
     if saved:
         os.environ["MLFLOW_TRACKING_URI"] = saved
-    with open(root / "demo" / "test_labels.csv") as f:
+    with open(root / "demo" / LABELS_FILE) as f:
         labels = {str(root / "demo" / "test" / r["file"]): r["speaker"] for r in csv.DictReader(f)}
     return SimpleNamespace(
         root=root,
         run_id=run.run_id,
+        knowing_run_id=known.run_id,
         checkpoint=root / "models" / checkpoint.BEST,
+        knowing=KNOWING_MODEL,
         labels=labels,
-        uri=tracking.tracking_uri(root),
+        uri=uri,
     )
