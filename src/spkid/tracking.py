@@ -8,11 +8,14 @@ keeps (or proxies) them itself. One run per tier per DVC experiment.
 
 import base64
 import fcntl
+import hashlib
+import importlib.util
 import io
 import json
 import os
 import subprocess
 import tempfile
+import warnings
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -21,11 +24,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import soundfile
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
 from spkid.data.frontend import FrontEnd
+from spkid.data.store import open_store
 
 ARTIFACTS_DIR = "mlartifacts"
 DB_FILE = "mlflow.db"
@@ -36,6 +42,7 @@ MODEL_NAME = "model"  # the pyfunc model's name in its run: runs:/<id>/model
 CHAMPION = "champion"  # the registered model's alias for the best version so far
 EXAMPLE_SECONDS = 0.5  # the input example's clip
 EXAMPLE_HZ = 220.0
+DIGEST_LENGTH = 36  # MLflow's dataset digest column
 
 
 def tracking_uri(root) -> str:
@@ -128,6 +135,36 @@ SIGNATURE = ModelSignature(
 )
 
 
+class StoreDataset(MetaDataset):
+    """A part of a feature store as an MLflow dataset: its counts are the profile."""
+
+    def __init__(self, source, name: str, digest: str, profile: dict):
+        super().__init__(source, name=name, digest=digest)
+        self._profile = profile
+
+    @property
+    def profile(self) -> dict:
+        return self._profile
+
+
+def store_dataset(store, store_dir, indices, context: str) -> StoreDataset:
+    """Utterances ``indices`` of ``store``: named ``<source>/<context>``, digested from the
+    store's digest and the indices (at most MLflow's 36 characters), profiled by counts."""
+    indices = np.asarray(indices, dtype=np.int64)
+    digest = hashlib.sha256(store.meta["digest"].encode() + indices.tobytes()).hexdigest()
+    profile = {
+        "utterances": len(indices),
+        "speakers": len(np.unique(store.labels[indices])),
+        "frames": int(store.lengths[indices].sum()),
+        "source": json.dumps(store.meta["source"]),
+    }
+    with warnings.catch_warnings():  # a local path: two equal candidates, either will do
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str(Path(store_dir).resolve()))
+    name = f"{store.meta['source']['name']}/{context}"
+    return StoreDataset(source, name, digest[:DIGEST_LENGTH], profile)
+
+
 def example_audio(sample_rate: int) -> str:
     """Base64 of a short WAV tone: the logged input example's ``audio``."""
     t = np.arange(int(EXAMPLE_SECONDS * sample_rate)) / sample_rate
@@ -203,9 +240,28 @@ class Run:
         mlflow.log_dict(data, name, run_id=self.run_id)
 
     def log_model(self, checkpoints: list, frontend: dict) -> None:
-        """The pyfunc model of ``checkpoints`` (see log_pyfunc) in this run."""
+        """The pyfunc model of ``checkpoints`` (see log_pyfunc) in this run; with the onnx
+        dependency group installed, also each network as ``onnx/<checkpoint>.onnx``."""
         with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
             log_pyfunc(checkpoints, frontend)
+        if importlib.util.find_spec("onnxscript") is None:
+            return
+        from spkid.serve.onnx import export_checkpoint
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in map(Path, checkpoints):
+                export_checkpoint(path, Path(tmp) / f"{path.stem}.onnx")
+                self.log_artifact(Path(tmp) / f"{path.stem}.onnx", "onnx")
+
+    def log_data(self, store_dir, split: dict) -> None:
+        """The training store's ``train`` and ``valid`` parts as MLflow dataset inputs
+        (contexts training and validation; see store_dataset)."""
+        store = open_store(store_dir)
+        for part, context in (("train", "training"), ("valid", "validation")):
+            dataset = store_dataset(store, store_dir, split[part], context)
+            tags = {"data.digest": store.meta["digest"], "source": store.meta["source"]["name"]}
+            with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+                mlflow.log_input(dataset, context=context, tags=tags)
 
     def history(self, prefix: str) -> tuple:
         """Metrics named ``prefix/*`` by step: (names, rows of [step, values...])."""

@@ -1,20 +1,19 @@
-"""A tiny demo corpus of four speakers, a short training logged to MLflow, and a model that
-knows the corpus's speakers (tests/serve/data/demo4.pt, made by tests/serve/make_model.py),
-shared by the serve tests."""
+"""Shared by the serve tests: a tiny demo corpus and a short training logged to MLflow, and a
+model that knows the four speakers of another demo corpus (tests/serve/data/demo4.pt, made by
+tests/serve/make_model.py) with that corpus's test WAVs."""
 
-import csv
 import json
 import os
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
-import mlflow
 import pytest
+import soundfile
 import yaml
 
 from spkid import tracking
-from spkid.data.demo import LABELS_FILE, DemoConfig
+from spkid.data.demo import WAV_SUBTYPE, DemoConfig, speaker_name, utterance
 from spkid.data.features import build_features
 from spkid.data.frontend import FrontEnd
 from spkid.data.sources import SourceConfig
@@ -24,19 +23,22 @@ from spkid.train import checkpoint
 from spkid.train.config import Runtime, resolve_tier
 from spkid.train.run import train_tier
 from tests.conftest import REPO, TINY_STEPS, tiny_params
+from tests.serve.make_model import KNOWING_MODEL
 
 DEMO = DemoConfig(
-    n_speakers=4, train_per_speaker=20, test_per_speaker=2, min_seconds=2.0, max_seconds=3.0
+    n_speakers=4, train_per_speaker=6, test_per_speaker=1, min_seconds=1.0, max_seconds=1.5
+)
+KNOWN_DEMO = DemoConfig(  # the knowing model's corpus: its test WAVs are the tests' audio
+    n_speakers=4, train_per_speaker=60, test_per_speaker=2, min_seconds=2.0, max_seconds=3.0
 )
 FRONTEND = FrontEnd(min_frames=10)
-KNOWING_MODEL = Path(__file__).parent / "data" / "demo4.pt"
 
 
-def make_demo(root) -> Path:
-    """DEMO's WAVs under root/demo, its stores root/train and root/test, root/split.json."""
+def make_demo(root, demo: DemoConfig = DEMO) -> Path:
+    """``demo``'s WAVs under root/demo, its stores root/train and root/test, root/split.json."""
     root = Path(root)
     build_features(
-        SourceConfig(demo=DEMO), FRONTEND, "fail", 1, root / "train", root / "test", root / "demo"
+        SourceConfig(demo=demo), FRONTEND, "fail", 0, root / "train", root / "test", root / "demo"
     )
     store = open_store(root / "train")
     train, valid = split_indices(store.speakers, store.sessions, valid_ratio=0.25, seed=0)
@@ -50,8 +52,24 @@ def tier_config(tier: str, tiny: bool = True, model: dict | None = None, **recip
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     config = resolve_tier(tiny_params(params)["tiers"] if tiny else params["tiers"], tier, "demo")
     return replace(
-        config, model=replace(config.model, **(model or {})), recipe=replace(config.recipe, **recipe)
+        config,
+        model=replace(config.model, **(model or {})),
+        recipe=replace(config.recipe, **recipe),
     )
+
+
+def known_test_wavs(folder) -> dict:
+    """KNOWN_DEMO's test utterances (the knowing model never saw them) as WAV files, written
+    as the demo generator writes them: {path: speaker}."""
+    folder.mkdir()
+    labels = {}
+    for speaker in range(KNOWN_DEMO.n_speakers):
+        for k in range(KNOWN_DEMO.test_per_speaker):
+            path = folder / f"{speaker_name(speaker)}_t{k}.wav"
+            wave = utterance(KNOWN_DEMO, speaker, KNOWN_DEMO.train_per_speaker + k)
+            soundfile.write(path, wave, KNOWN_DEMO.sample_rate, subtype=WAV_SUBTYPE)
+            labels[str(path)] = speaker_name(speaker)
+    return labels
 
 
 @pytest.fixture(scope="session")
@@ -64,15 +82,21 @@ def trained(tmp_path_factory):
     store = open_store(root / "train")
     digest = store.meta["digest"]
     with tracking.tier_run(root, "spkid", "simple", "train@simple", digest, None, False) as run:
-        train_tier(tier_config("simple", **TINY_STEPS), Runtime(device="cpu"), root / "train",
-                   root / "split.json", root / "models", run, 0)
+        train_tier(
+            tier_config("simple", **TINY_STEPS),
+            Runtime(device="cpu"),
+            root / "train",
+            root / "split.json",
+            root / "models",
+            run,
+            0,
+        )
     with tracking.tier_run(root, "spkid", "medium", "train@medium", digest, None, False) as known:
         known.log_model([KNOWING_MODEL], store.meta["frontend"])
     uri = os.environ.pop("MLFLOW_TRACKING_URI", tracking.tracking_uri(root))
     if saved:
         os.environ["MLFLOW_TRACKING_URI"] = saved
-    with open(root / "demo" / LABELS_FILE) as f:
-        labels = {str(root / "demo" / "test" / r["file"]): r["speaker"] for r in csv.DictReader(f)}
+    labels = known_test_wavs(root / "wavs")
     return SimpleNamespace(
         root=root,
         run_id=run.run_id,

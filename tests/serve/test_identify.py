@@ -37,11 +37,11 @@ def test_help_documents_the_command(tmp_path):
 def test_identify_a_folder_and_bad_files_from_a_checkpoint(trained, tmp_path):
     (tmp_path / "text.wav").write_text("not audio")
     soundfile.write(tmp_path / "short.wav", np.full(800, 0.3), 16000)  # 0.05 s
-    folder = str(trained.root / "demo" / "test")
+    folder = str(trained.root / "wavs")
     bad = [str(tmp_path / "text.wav"), str(tmp_path / "short.wav"), str(tmp_path / "missing.wav")]
     out = tmp_path / "result.csv"
     done = identify(
-        ["--model", str(trained.checkpoint), folder, *bad, "--top-k", "2", "--out", str(out)],
+        ["--model", str(trained.knowing), folder, *bad, "--top-k", "2", "--out", str(out)],
         tmp_path,
     )
     assert done.returncode == 1, done.stderr  # some files failed, the rest were identified
@@ -60,8 +60,8 @@ def test_identify_a_folder_and_bad_files_from_a_checkpoint(trained, tmp_path):
 def test_identify_through_the_run_s_mlflow_model_writes_the_same_speakers(trained, tmp_path):
     files = sorted(trained.labels)[:3]
     env = {"MLFLOW_TRACKING_URI": trained.uri}
-    by_run = identify(["--model", f"runs:/{trained.run_id}/model", *files], tmp_path, env)
-    by_file = identify(["--model", str(trained.checkpoint), *files], tmp_path)
+    by_run = identify(["--model", f"runs:/{trained.knowing_run_id}/model", *files], tmp_path, env)
+    by_file = identify(["--model", str(trained.knowing), *files], tmp_path)
     assert by_run.returncode == 0, by_run.stderr[-2000:]
     speakers = [[r["file"], r["speaker"]] for r in csv.DictReader(by_run.stdout.splitlines())]
     assert speakers == [

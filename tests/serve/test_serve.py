@@ -3,10 +3,10 @@ import io
 
 import numpy as np
 import soundfile
+from bench.serve import audio_payload, post, serving
 
 from spkid import tracking
 from tests.conftest import clean_env
-from tests.serve.server import audio_payload, post, serving
 
 
 def wav_bytes(seconds: float) -> str:
@@ -29,7 +29,9 @@ def test_the_champion_served_names_the_speaker_and_refuses_bad_requests(
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
     rows = [{"tier": "simple", "top1": 1.0, "parameters": 1}]
-    tracking.register_champion(trained.root, "spkid", "spkid", rows, {"simple": trained.run_id})
+    tracking.register_champion(
+        trained.root, "spkid", "spkid", rows, {"simple": trained.knowing_run_id}
+    )
     env = {**clean_env(), "MLFLOW_TRACKING_URI": trained.uri}
     path, speaker = next(iter(sorted(trained.labels.items())))
     with (

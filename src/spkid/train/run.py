@@ -92,7 +92,7 @@ def train_tier(
         split_file: JSON with ``train`` and ``valid`` index lists.
         out_dir: checkpoints (kept between runs: DVC ``persist``).
         tracker: has log_metrics(dict, step), log_params(dict), log_artifact(path),
-            log_model(checkpoints, frontend).
+            log_data(store_dir, split), log_model(checkpoints, frontend).
         seed: base seed.
         rank: data-parallel position (rank 0 logs and writes).
 
@@ -125,6 +125,7 @@ def train_tier(
         tracker.log_params(
             {**asdict(config), "runtime": asdict(runtime), "seed": seed, "world": rank.world}
         )
+        tracker.log_data(store_dir, split)
     summary = trainer.fit()
     summary["parameters"] = count_parameters(trainer.model)
     if rank.rank == 0:
