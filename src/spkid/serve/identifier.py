@@ -14,6 +14,7 @@ from spkid.train import checkpoint
 
 MAX_FRAMES = 65536  # frames per padded batch
 MAX_BATCH = 64  # utterances per batch
+MIN_FRAMES = 10  # a checkpoint alone: the fewest frames taken (params.yaml's features default)
 
 
 @dataclass
@@ -55,7 +56,8 @@ class Identifier:
 
         Args:
             paths: checkpoint files.
-            frontend: the training store's front-end settings (None: the course's).
+            frontend: the training store's front-end settings (None: the course's, with
+                MIN_FRAMES).
         """
         models, mapping = [], None
         for path in paths:
@@ -66,7 +68,8 @@ class Identifier:
             mapping = ckpt["speaker2id"]
         speakers = [s for s, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
         n_mels = ckpt["model_args"]["n_mels"]
-        return cls(models, speakers, frontend_of(frontend or {"n_mels": n_mels}, n_mels))
+        settings = frontend or {"n_mels": n_mels, "min_frames": MIN_FRAMES}
+        return cls(models, speakers, frontend_of(settings, n_mels))
 
     def to(self, device) -> "Identifier":
         self.device = torch.device(device)
