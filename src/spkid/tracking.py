@@ -120,7 +120,7 @@ SIGNATURE = ModelSignature(
     inputs=Schema(
         [
             ColSpec("string", "audio", required=False),
-            ColSpec(Array(Array("float")), "features", required=False),
+            ColSpec(Array(Array("double")), "features", required=False),
         ]
     ),
     outputs=Schema(
@@ -145,6 +145,9 @@ class StoreDataset(MetaDataset):
     @property
     def profile(self) -> dict:
         return self._profile
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "profile": json.dumps(self._profile)}
 
 
 def store_dataset(store, store_dir, indices, context: str) -> StoreDataset:

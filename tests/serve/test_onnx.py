@@ -34,3 +34,11 @@ def test_the_onnx_group_is_optional():
     core = text.split("[project.optional-dependencies]")[0]
     assert "onnx" not in core.split("dependencies = [")[1]
     assert 'onnx = ["onnx", "onnxruntime", "onnxscript"]' in text
+
+
+def test_the_training_logs_its_network_as_onnx(trained, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
+    from mlflow.tracking import MlflowClient
+
+    paths = [a.path for a in MlflowClient().list_artifacts(trained.run_id, "onnx")]
+    assert paths == ["onnx/best.onnx"]

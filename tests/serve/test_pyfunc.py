@@ -12,12 +12,14 @@ import pytest
 import soundfile
 from mlflow.exceptions import MlflowException
 
-from tests.conftest import clean_env
+from tests.conftest import REPO, clean_env
 
 LOAD_AND_PREDICT = """
 import json, sys, mlflow, pandas
 model = mlflow.pyfunc.load_model(sys.argv[1])
 out = model.predict(pandas.DataFrame({"audio": json.loads(sys.argv[2])}), params={"top_k": 3})
+import spkid
+print(spkid.__file__)
 print(out.to_json(orient="records"))
 """
 
@@ -43,7 +45,9 @@ def test_a_logged_model_names_the_speakers_in_a_fresh_process(trained, tmp_path)
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    *_, package, answer = done.stdout.strip().splitlines()
+    assert "/code/spkid/" in package and not package.startswith(str(REPO))  # the model's copy
+    rows = json.loads(answer)
     assert len(rows) == len(files)
     right = sum(r["speaker"] == trained.labels[f] for r, f in zip(rows, files))
     assert right >= len(files) - 1, rows
