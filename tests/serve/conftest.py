@@ -46,16 +46,11 @@ def make_demo(root, demo: DemoConfig = DEMO) -> Path:
     return root
 
 
-def tier_config(tier: str, tiny: bool = True, model: dict | None = None, **recipe):
-    """``tier`` of params.yaml's demo profile (``tiny``: tiny_params's sizes), with ``model``
-    and ``recipe`` fields replaced."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    config = resolve_tier(tiny_params(params)["tiers"] if tiny else params["tiers"], tier, "demo")
-    return replace(
-        config,
-        model=replace(config.model, **(model or {})),
-        recipe=replace(config.recipe, **recipe),
-    )
+def tier_config(tier: str, **recipe):
+    """``tier`` of params.yaml's demo profile at tiny_params's sizes, ``recipe`` fields replaced."""
+    params = tiny_params(yaml.safe_load((REPO / "params.yaml").read_text()))
+    config = resolve_tier(params["tiers"], tier, "demo")
+    return replace(config, recipe=replace(config.recipe, **recipe))
 
 
 def known_test_wavs(folder) -> dict:
