@@ -23,6 +23,13 @@ def main() -> None:
     title = f"spkid tiers: source {params.source.name}, profile {params.profile}"
     write_comparison(rows, title, *paths.comparison)
     tracking.log_comparison(repo_root(), params.mlflow.experiment, rows, list(paths.comparison))
+    tracking.register_champion(
+        repo_root(),
+        params.mlflow.experiment,
+        params.compare.registered_model,
+        rows,
+        {t: train[t].get("run_id") for t in tiers},
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Stage `ensemble`: the averaged log-probabilities of several tiers' kept checkpoints (`best.pt`),
 validated and predicted like one more tier (reports/{validate,predict}/ensemble)."""
 
+import json
+
 from pipeline.params import load_params, repo_root
 from spkid import tracking
+from spkid.data.store import META_FILE
 from spkid.evaluate.report import VALIDATE_FILES, predict, validate
 from spkid.params import ENSEMBLE
 
@@ -43,6 +46,8 @@ def main() -> None:
             **{f"predict/{k}": v for k, v in counts.items()},
         },
         [*files, out_file],
+        checkpoints,
+        json.loads((paths.train_store / META_FILE).read_text()),
     )
 
 

@@ -73,6 +73,7 @@ BAD_VALUES = [
     ("evaluate.test_crops", -2, "must be >= 0 (0: full length), got -2"),
     ("compare.course_kaggle", {"giant": 0.9}, "unknown tier(s) ['giant']; valid: ["),
     ("compare.course_kaggle.boss", 86.5, "must be in [0, 1], got 86.5"),
+    ("compare.registered_model", "", "must not be empty"),
     ("compare.course_kaggle.boss", "high", "expected float, got 'high'"),
 ]
 

@@ -171,11 +171,14 @@ class Evaluate:
 
 @dataclass(frozen=True)
 class Compare:
-    """The ``compare`` block: the course's public Kaggle score per tier (accuracies)."""
+    """The ``compare`` block: the MLflow registered model the best tier becomes (alias
+    ``champion``) and the course's public Kaggle score per tier (accuracies)."""
 
+    registered_model: str
     course_kaggle: dict[str, float]
 
     def __post_init__(self):
+        check(bool(self.registered_model), "compare.registered_model", "must not be empty")
         for tier, score in self.course_kaggle.items():
             check(
                 0.0 <= score <= 1.0,

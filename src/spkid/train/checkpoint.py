@@ -7,10 +7,12 @@ import torch
 
 from spkid.atomic import atomic_path
 from spkid.config import build
+from spkid.data.errors import InputError
 from spkid.models import ModelConfig, SpeakerNet
 
 BEST = "best.pt"
 LAST = "last.pt"
+FORMAT = 1  # the payload's layout; bump it when a change makes older files unreadable
 
 
 def save(path, model, config, n_mels: int, speaker2id: dict, **state) -> None:
@@ -24,6 +26,7 @@ def save(path, model, config, n_mels: int, speaker2id: dict, **state) -> None:
         **state: anything else to keep (step, optimiser, generator state, metrics...).
     """
     payload = {
+        "format": FORMAT,
         "config": asdict(config),
         "model_args": {"n_mels": n_mels, "n_classes": len(speaker2id)},
         "speaker2id": speaker2id,
@@ -35,8 +38,17 @@ def save(path, model, config, n_mels: int, speaker2id: dict, **state) -> None:
 
 
 def load(path, device="cpu") -> dict:
-    """Read a checkpoint (tensors on ``device``)."""
-    return torch.load(path, map_location=device, weights_only=True)
+    """Read a checkpoint (tensors on ``device``).
+
+    Raises:
+        InputError: naming the file, when it is of another format version than FORMAT.
+    """
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    found = ckpt.get("format")
+    if found != FORMAT:
+        age = "an older one without a version" if found is None else f"version {found!r}"
+        raise InputError(path, f"checkpoint format is {age}; this code reads version {FORMAT}")
+    return ckpt
 
 
 def rebuild(checkpoint: dict) -> SpeakerNet:

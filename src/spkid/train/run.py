@@ -99,7 +99,8 @@ def train_tier(
         store_dir: the training feature store.
         split_file: JSON with ``train`` and ``valid`` index lists.
         out_dir: checkpoints (kept between runs: DVC ``persist``).
-        tracker: has log_metrics(dict, step), log_params(dict), log_artifact(path), log_model(model).
+        tracker: has log_metrics(dict, step), log_params(dict), log_artifact(path),
+            log_data(store_dir, split), log_model(checkpoints, frontend).
         seed: base seed.
         rank: data-parallel position (rank 0 logs and writes).
 
@@ -132,11 +133,11 @@ def train_tier(
         tracker.log_params(
             {**asdict(config), "runtime": asdict(runtime), "seed": seed, "world": rank.world}
         )
+        tracker.log_data(store_dir, split)
     summary = trainer.fit()
     summary["parameters"] = count_parameters(trainer.model)
     if rank.rank == 0:
         for name in (checkpoint.BEST, checkpoint.LAST):
             tracker.log_artifact(out_dir / name, "checkpoints")
-        model, _ = checkpoint.load_model(out_dir / checkpoint.BEST)
-        tracker.log_model(model)
+        tracker.log_model([out_dir / checkpoint.BEST], store.meta["frontend"])
     return summary

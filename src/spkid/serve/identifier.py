@@ -1,0 +1,165 @@
+"""Speaker identification from audio or log-mel features: the network(s) of one or more
+checkpoints, their speakers and the course front end, scoring padded batches grouped by length."""
+
+import io
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spkid.data.errors import InputError
+from spkid.data.frontend import FrontEnd, audio_features
+from spkid.train import checkpoint
+
+MAX_FRAMES = 65536  # frames per padded batch
+MAX_BATCH = 64  # utterances per batch
+MIN_FRAMES = 10  # a checkpoint alone: the fewest frames taken (params.yaml's features default)
+
+
+@dataclass
+class Ranking:
+    """The top-k speakers of one input, most probable first."""
+
+    speakers: list
+    probabilities: list
+
+
+def frontend_of(settings: dict, n_mels: int) -> FrontEnd:
+    """The FrontEnd of a feature store's ``meta["frontend"]`` settings (the course's defaults
+    for those it lacks); its n_mels must be the network's."""
+    known = {f.name for f in fields(FrontEnd)}
+    fe = FrontEnd(**{k: v for k, v in settings.items() if k in known})
+    if fe.n_mels != n_mels:
+        raise ValueError(f"front end gives {fe.n_mels} mel bands, the network takes {n_mels}")
+    return fe
+
+
+class Identifier:
+    """One network, or several whose log-probabilities are averaged, with their speakers.
+
+    Args:
+        models: SpeakerNets in eval mode, ``model(feats (B, T, n_mels), lengths (B,)) -> (B, C)``.
+        speakers: the C speaker names, by class index.
+        frontend: the settings that turn audio into the networks' features.
+    """
+
+    def __init__(self, models: list, speakers: list, frontend: FrontEnd):
+        self.models = models
+        self.speakers = speakers
+        self.frontend = frontend
+        self.device = torch.device("cpu")
+
+    @classmethod
+    def from_checkpoints(cls, paths: list, frontend: dict | None = None) -> "Identifier":
+        """Rebuild the networks of ``paths`` (one speaker mapping) on the CPU.
+
+        Args:
+            paths: checkpoint files.
+            frontend: the training store's front-end settings (None: the course's, with
+                MIN_FRAMES).
+        """
+        models, mapping = [], None
+        for path in paths:
+            model, ckpt = checkpoint.load_model(path)
+            if mapping is not None and ckpt["speaker2id"] != mapping:
+                raise ValueError(f"{path}: its speakers differ from those of {paths[0]}")
+            models.append(model)
+            mapping = ckpt["speaker2id"]
+        speakers = [s for s, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+        n_mels = ckpt["model_args"]["n_mels"]
+        settings = frontend or {"n_mels": n_mels, "min_frames": MIN_FRAMES}
+        return cls(models, speakers, frontend_of(settings, n_mels))
+
+    def to(self, device) -> "Identifier":
+        self.device = torch.device(device)
+        self.models = [m.to(self.device) for m in self.models]
+        return self
+
+    def audio(self, source, name: str | None = None) -> np.ndarray:
+        """Log-mel frames of an audio file path or of encoded audio bytes (WAV, FLAC, OGG).
+
+        Returns:
+            float32 (frames, n_mels).
+
+        Raises:
+            InputError: naming ``name`` (or the path): unreadable, empty, too short.
+        """
+        if isinstance(source, bytes):
+            try:
+                return audio_features(io.BytesIO(source), self.frontend)
+            except InputError as error:
+                raise InputError(name or "audio bytes", error.reason) from None
+        if not Path(source).is_file():
+            raise InputError(source, "no such file")
+        return audio_features(source, self.frontend)
+
+    def check_features(self, features, name: str) -> np.ndarray:
+        """``features`` as float32 (frames, n_mels), or InputError naming ``name``."""
+        try:
+            array = np.asarray(
+                [np.asarray(row, dtype=np.float32) for row in features], dtype=np.float32
+            )
+        except (TypeError, ValueError) as error:
+            raise InputError(name, f"features are not a (frames, n_mels) array: {error}") from None
+        n_mels, fewest = self.frontend.n_mels, max(self.frontend.min_frames, 1)
+        if array.ndim != 2 or array.shape[1] != n_mels:
+            raise InputError(name, f"features of shape {array.shape}, need (frames, {n_mels})")
+        if len(array) < fewest:
+            raise InputError(name, f"too short: {len(array)} frames < {fewest}")
+        if not np.isfinite(array).all():
+            raise InputError(name, "features hold non-finite values")
+        return array
+
+    @torch.no_grad()
+    def log_probs(self, features: list, max_frames: int = MAX_FRAMES) -> np.ndarray:
+        """Log-probabilities of each utterance, in its order.
+
+        Args:
+            features: float32 arrays (frames, n_mels), frames >= 1.
+            max_frames: batch size times padded length stays within this.
+
+        Returns:
+            float32 (N, C): the mean of the networks' log-probabilities, renormalised.
+        """
+        out = np.empty((len(features), len(self.speakers)), dtype=np.float32)
+        for index in length_batches([len(f) for f in features], max_frames):
+            feats, lengths = pad([features[i] for i in index], self.device)
+            total = sum(m(feats, lengths).float().log_softmax(-1) for m in self.models)
+            out[index] = (total / len(self.models)).log_softmax(-1).cpu().numpy()
+        return out
+
+    def rank(self, logp: np.ndarray, k: int) -> list:
+        """The top ``k`` speakers of each row of (N, C) log-probabilities, as Rankings."""
+        k = min(k, len(self.speakers))
+        top = np.argsort(-logp, axis=1, kind="stable")[:, :k]
+        probs = np.exp(np.take_along_axis(logp, top, axis=1))
+        return [
+            Ranking([self.speakers[j] for j in row], [float(p) for p in prob])
+            for row, prob in zip(top, probs)
+        ]
+
+
+def length_batches(lengths: list, max_frames: int = MAX_FRAMES) -> list:
+    """Index batches of similar lengths, longest first: batch size times its longest length
+    stays within ``max_frames`` (one utterance at least) and MAX_BATCH.
+
+    Returns:
+        lists of indices into ``lengths``, covering each once.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, i = [], 0
+    while i < len(order):
+        size = min(MAX_BATCH, max(1, max_frames // max(lengths[order[i]], 1)))
+        batches.append(order[i : i + size])
+        i += size
+    return batches
+
+
+def pad(features: list, device) -> tuple:
+    """Zero-padded batch: (feats (B, T, n_mels) float32, lengths (B,) int64) on ``device``."""
+    lengths = torch.tensor([len(f) for f in features])
+    feats = torch.zeros(len(features), int(lengths.max()), features[0].shape[1])
+    for row, f in enumerate(features):
+        feats[row, : len(f)] = torch.from_numpy(np.asarray(f, dtype=np.float32))
+    return feats.to(device), lengths.to(device)

@@ -1,0 +1,87 @@
+"""The ``identify`` command's library call: speakers of audio files, written as a CSV.
+
+A file that cannot be used (unreadable, empty, too short) gets a row with its reason in
+``error`` and does not stop the others.
+"""
+
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from spkid.data.errors import InputError
+from spkid.data.sources import list_audio
+from spkid.serve.identifier import Identifier, length_batches
+from spkid.train.run import pick_device
+
+COLUMNS = ("file", "speaker", "probability", "top_k", "error")
+
+
+def load_identifier(model: str) -> Identifier:
+    """An Identifier from a checkpoint file, or from an MLflow model URI (``models:/...``,
+    ``runs:/<id>/model``...) through the tracking store."""
+    if Path(model).is_file():
+        return Identifier.from_checkpoints([model])
+    from spkid import tracking  # mlflow only when a URI asks for it
+
+    return tracking.load_identifier(model)
+
+
+def list_inputs(inputs: list) -> tuple:
+    """Audio files of ``inputs`` (files, and the audio files under folders, sorted).
+
+    Returns:
+        (files: list of str, bad: list of (path, reason)).
+    """
+    files, bad = [], []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = [u.path for u in list_audio(item)]
+            files += found
+            if not found:
+                bad.append((str(item), "no audio files in folder"))
+        elif item.is_file():
+            files.append(str(item))
+        else:
+            bad.append((str(item), "no such file or folder"))
+    return files, bad
+
+
+def identify(identifier: Identifier, inputs: list, top_k: int = 5, device: str = "auto") -> list:
+    """Rows of the result table (see COLUMNS) for every audio file of ``inputs``, in order.
+
+    Args:
+        identifier: the network(s), speakers and front end.
+        inputs: files and folders.
+        top_k: speakers listed per file.
+        device: auto, cpu, cuda or cuda:N.
+    """
+    identifier.to(pick_device(device))
+    files, bad = list_inputs(inputs)
+    good, features = [], []
+    for path in tqdm(files, desc="features", unit="file", file=sys.stderr):
+        try:
+            features.append(identifier.audio(path))
+            good.append(path)
+        except InputError as error:
+            bad.append((path, error.reason))
+    rows = {path: [path, "", "", "", reason] for path, reason in bad}
+    with tqdm(total=len(good), desc="identify", unit="file", file=sys.stderr) as bar:
+        for index in length_batches([len(f) for f in features]):
+            logp = identifier.log_probs([features[i] for i in index])
+            for i, ranking in zip(index, identifier.rank(logp, top_k)):
+                rows[good[i]] = ranking_row(good[i], ranking)
+            bar.update(len(index))
+    return list(rows.values()) if not files else sorted(rows.values(), key=order(files))
+
+
+def ranking_row(path: str, ranking) -> list:
+    """file, top speaker, its probability, ``speaker:probability`` of the top k, no error."""
+    top = " ".join(f"{s}:{p:.4f}" for s, p in zip(ranking.speakers, ranking.probabilities))
+    return [path, ranking.speakers[0], f"{ranking.probabilities[0]:.6f}", top, ""]
+
+
+def order(files: list):
+    """Sort key: the files in their listed order, then the inputs that were no files."""
+    position = {p: i for i, p in enumerate(files)}
+    return lambda row: position.get(row[0], len(files))

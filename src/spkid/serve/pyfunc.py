@@ -1,0 +1,95 @@
+"""The MLflow pyfunc model of a tier (or an ensemble), logged from code (no pickled classes).
+
+This file and tracking.py are the only ones that import mlflow: MLflow's models-from-code
+loads this file itself (``mlflow.models.set_model`` at the bottom), so the model class must
+live in a file of its own. Its artifacts are checkpoint files (``checkpoint_<i>``, rebuilt by
+spkid.train.checkpoint) and ``frontend`` (the training store's front-end settings, JSON); the
+spkid package travels beside it as the model's code.
+
+Input: a DataFrame with a column ``audio`` (a file path, or base64-encoded WAV/FLAC/OGG bytes)
+or ``features`` (a (frames, n_mels) array, as nested lists). Params: ``top_k`` (default 5).
+Output: one row per input: ``speaker``, ``probability``, ``top_k_speakers``,
+``top_k_probabilities``. Bad input raises MlflowException (INVALID_PARAMETER_VALUE: HTTP 400)
+naming the row and the reason.
+"""
+
+import base64
+import binascii
+import json
+from pathlib import Path
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import set_model
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+
+from spkid.data.errors import InputError
+from spkid.serve.identifier import Identifier
+
+CHECKPOINT_ARTIFACT = "checkpoint_{}"
+FRONTEND_ARTIFACT = "frontend"
+INPUT_COLUMNS = ("audio", "features")
+DEFAULT_TOP_K = 5
+MAX_PATH = 4096  # longer strings are taken for base64 audio, not paths
+
+
+def decode_audio(value: str):
+    """``value`` as a path, unless it names no file and decodes as base64: then the bytes."""
+    if len(value) <= MAX_PATH and Path(value).is_file():
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        return value
+
+
+def bad_input(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class SpeakerModel(PythonModel):
+    """Top-k speakers of audio or features (see the module docstring)."""
+
+    def load_context(self, context):
+        paths = sorted((k, v) for k, v in context.artifacts.items() if k.startswith("checkpoint_"))
+        with open(context.artifacts[FRONTEND_ARTIFACT]) as f:
+            frontend = json.load(f)
+        self.identifier = Identifier.from_checkpoints([v for _, v in paths], frontend)
+
+    def features(self, model_input: pd.DataFrame) -> list:
+        """One (frames, n_mels) array per row, or MlflowException naming the bad row."""
+        column = next((c for c in INPUT_COLUMNS if c in model_input.columns), None)
+        if column is None:
+            raise bad_input(
+                f"input needs a column {' or '.join(INPUT_COLUMNS)}, got {list(model_input.columns)}"
+            )
+        out = []
+        for i, value in enumerate(model_input[column]):
+            try:
+                if column == "features":
+                    out.append(self.identifier.check_features(value, f"row {i}"))
+                elif not isinstance(value, str):
+                    raise InputError(f"row {i}", "audio must be a path or base64 text")
+                else:
+                    out.append(self.identifier.audio(decode_audio(value), f"row {i}"))
+            except InputError as error:
+                raise bad_input(f"{column} {error}") from None
+        return out
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
+        k = int((params or {}).get("top_k", DEFAULT_TOP_K))
+        if k < 1:
+            raise bad_input(f"top_k must be >= 1, got {k}")
+        rankings = self.identifier.rank(self.identifier.log_probs(self.features(model_input)), k)
+        return pd.DataFrame(
+            {
+                "speaker": [r.speakers[0] for r in rankings],
+                "probability": [r.probabilities[0] for r in rankings],
+                "top_k_speakers": [r.speakers for r in rankings],
+                "top_k_probabilities": [r.probabilities for r in rankings],
+            }
+        )
+
+
+set_model(SpeakerModel())
