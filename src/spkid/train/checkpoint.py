@@ -1,5 +1,9 @@
 """Checkpoints that rebuild their model: config, model arguments and weights together."""
 
+import errno
+import io
+import pickle
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +15,10 @@ from spkid.models import ModelConfig, SpeakerNet
 
 BEST = "best.pt"
 LAST = "last.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read back."""
 
 
 def save(path, model, config, n_mels: int, speaker2id: dict, **state) -> None:
@@ -30,13 +38,36 @@ def save(path, model, config, n_mels: int, speaker2id: dict, **state) -> None:
         "model": model.state_dict(),
         **state,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory: a full disk then fails as an OSError below
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise OSError(
+            errno.ENOSPC,
+            f"cannot write checkpoint {path}: the disk is full ({buffer.tell()} bytes needed); "
+            "the previous checkpoint there is kept: free space and run again",
+        ) from None
 
 
 def load(path, device="cpu") -> dict:
-    """Read a checkpoint (tensors on ``device``)."""
-    return torch.load(path, map_location=device, weights_only=True)
+    """Read a checkpoint (tensors on ``device``); CheckpointError names the file when it is
+    truncated or not a plain checkpoint (objects other than tensors and plain data are
+    refused, never unpickled)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError:
+        reason = "it holds objects other than tensors and plain data, refused as unsafe"
+    except (OSError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError):
+        reason = "it is truncated or not a torch checkpoint"
+    raise CheckpointError(
+        f"checkpoint {path} cannot be read: {reason}; delete it and train again"
+    ) from None
 
 
 def rebuild(checkpoint: dict) -> SpeakerNet:
