@@ -32,7 +32,7 @@ MAX_PARAM_LENGTH = 6000
 MODEL_REQUIREMENTS = ("torch", "torchaudio", "numpy")
 BATCH_METRICS = 1000  # MLflow's log_batch limit
 RETRY_S = 10.0  # seconds before an unreachable store is tried again
-FINISH_TIMEOUT_S = 60.0  # how long the end of a training waits for the store
+FINISH_TIMEOUT_S = 30.0  # how long the end of a training waits for the store
 HTTP_LIMITS = {  # MLflow's HTTP retries for a training (defaults: 7 retries, 120 s timeout)
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -241,7 +241,7 @@ class TrainingRun(Run):
         super().__init__(None)
         self.log, self.open_run, self.uri = log, open_run, uri
         self.params, self.sent, self.in_flight = None, 0, None
-        self.retry_at, self.away = 0.0, False
+        self.retry_at, self.away, self.error = 0.0, False, ""
         self.waiter = ThreadPoolExecutor(1, thread_name_prefix="metric-batches")
 
     def log_metrics(self, metrics: dict, step: int) -> None:
@@ -260,7 +260,8 @@ class TrainingRun(Run):
         return self.log.history(prefix)
 
     def _send(self) -> None:
-        """Collect the batch in flight; send the next pending one. Never blocks for long."""
+        """Collect the job in flight; start the next one (open the run and log the params,
+        or send the next pending metrics). Never waits on the store."""
         if self.in_flight:
             future, end = self.in_flight
             if not future.done():
@@ -270,34 +271,31 @@ class TrainingRun(Run):
                 return self._lost(future.exception())
             self.sent = end
             self._back()
-        if not self._connected() or self.sent == len(self.log.lines):
-            return
-        metrics, end = self.log.batch(self.sent)
-        operations = self.client.log_batch(self.run_id, metrics=metrics, synchronous=False)
-        self.in_flight = (self.waiter.submit(operations.wait), end)
-
-    def _connected(self) -> bool:
-        """Open the run and log the params, unless the store is away (then try later)."""
         if time.monotonic() < self.retry_at:
-            return False
-        try:
-            if self.run_id is None:
-                self.run_id = self.open_run()
-            if self.params:
-                self.client.log_batch(
-                    self.run_id, params=[Param(k, v) for k, v in self.params.items()]
-                )
+            return
+        if self.run_id is None or self.params:
+            self.in_flight = (self.waiter.submit(self._open), self.sent)
+        elif self.sent < len(self.log.lines):
+            metrics, end = self.log.batch(self.sent)
+            operations = self.client.log_batch(self.run_id, metrics=metrics, synchronous=False)
+            self.in_flight = (self.waiter.submit(operations.wait), end)
+
+    def _open(self) -> None:
+        """Open the run and log the params (in the waiter's thread)."""
+        if self.run_id is None:
+            self.run_id = self.open_run()
+        params = self.params
+        if params:
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+            if self.params is params:
                 self.params = None
-        except (MlflowException, OSError) as err:
-            self._lost(err)
-            return False
-        return True
 
     def _lost(self, err) -> None:
         self.retry_at = time.monotonic() + RETRY_S
+        self.error = str(err)[:300]
         if not self.away:
             print(
-                f"tracking store {self.uri} unreachable ({str(err)[:300]}): training goes on; "
+                f"tracking store {self.uri} unreachable ({self.error}): training goes on; "
                 f"metrics wait in {self.log.path} and are sent when it is back",
                 file=sys.stderr,
             )
@@ -309,20 +307,20 @@ class TrainingRun(Run):
         self.away = False
 
     def finish(self, timeout: float = FINISH_TIMEOUT_S) -> None:
-        """Send every metric and the params, waiting up to ``timeout`` seconds."""
+        """Send the params and every metric, waiting up to ``timeout`` seconds for the store."""
         deadline = time.monotonic() + timeout
         while self.run_id is None or self.params or self.sent < len(self.log.lines):
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left < 0:
                 raise TrackingUnavailable(
-                    f"the tracking store {self.uri} is unreachable: training is saved (the "
-                    f"checkpoints and {self.log.path}); run the stage again when the store is "
-                    "back, it sends what waits and finishes the run without training again"
+                    f"the tracking store {self.uri} is unreachable ({self.error}); training is "
+                    f"saved (the checkpoints and {self.log.path}): run the stage again when the "
+                    "store is back, it sends what waits and finishes the run without training"
                 )
             if self.in_flight:
-                wait([self.in_flight[0]], timeout=max(0.0, deadline - time.monotonic()))
+                wait([self.in_flight[0]], timeout=left)
             else:
-                self.retry_at = min(self.retry_at, time.monotonic() + 1)
-                time.sleep(max(0.0, self.retry_at - time.monotonic()))
+                time.sleep(max(0.0, min(left, self.retry_at - time.monotonic())))
             self._send()
 
 
