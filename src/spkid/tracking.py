@@ -4,6 +4,15 @@ The store is ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<root>/mlflow.db``
 root from ``DVC_ROOT`` (so queued and ``--temp`` experiments log to the main repository);
 artifacts go to ``<root>/mlartifacts``, except with a tracking server (an http(s) URI), which
 keeps (or proxies) them itself. One run per tier per DVC experiment.
+
+A training does not wait on the store (TrainingRun): its metrics are kept in a local metric
+log in the tier's folder and sent with MLflow's async logging, HTTP retries bounded
+(HTTP_LIMITS). A store that is away when the training starts delays only the run's creation
+(the run id is resolved when it is first reachable, params logged then); one that goes away
+mid-training gets what waited when it is back, no step missing or twice. Still away when the
+training ends, the stage fails naming the URI after FINISH_TIMEOUT_S, everything saved; the
+next run of the stage resumes the finished training (no steps), sends what waits, and logs
+the checkpoints and the model. System metrics are sampled only while the run is open.
 """
 
 import fcntl
@@ -22,6 +31,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 
 from spkid.atomic import write_text
 
@@ -345,7 +355,9 @@ def _open_run(root, experiment: str, tier: str, stage: str, digest: str, run_fil
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         return run_id
     name = f"{os.environ.get('DVC_EXP_NAME', 'workspace')}/{tier}"
-    run_id = client.create_run(experiment_id(root, experiment), tags=tags, run_name=name)
+    run_id = client.create_run(
+        experiment_id(root, experiment), tags=resolve_tags(tags), run_name=name
+    )
     write_text(run_file, run_id.info.run_id)
     return run_id.info.run_id
 
