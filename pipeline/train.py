@@ -1,27 +1,26 @@
 """Stage `train@<tier>`: train one tier, logging to MLflow; resumes after a kill (the same
-training only: changed params, data or training code start afresh, in a new MLflow run).
+training only: changed params, data, split or training code start afresh, in a new MLflow
+run). A tracking store that is away does not stop the training (spkid.tracking.TrainingRun);
+still away at the end, the stage fails with everything saved, and runs again without training.
 
 With ``train.devices > 1`` the stage re-launches itself under torchrun (data-parallel).
 """
 
 import contextlib
-import json
 import sys
-from dataclasses import asdict
-from pathlib import Path
 
 from pipeline.params import load_params, repo_root
 from spkid import tracking
-from spkid.atomic import write_csv, write_json, write_text
+from spkid.atomic import write_csv, write_json
 from spkid.params import SUMMARY_FILE
+from spkid.runtime import check_device
 from spkid.train import distributed
 from spkid.train.run import (
+    METRICS_FILE,
     RUN_ID_FILE,
-    TRAINING_CODE,
-    code_digest,
-    discard_if_changed,
-    read_run_id,
+    prepare,
     train_tier,
+    training_settings,
 )
 
 
@@ -30,26 +29,29 @@ def main(tier: str) -> None:
     paths = params.paths
     config = params.tier(tier)
     runtime = params.train
+    check_device(runtime.device)  # before any MLflow run is started or resumed
     out_dir = paths.tier_models(tier)
     store = paths.train_store
-    digest = json.loads(Path(store, "meta.json").read_text())["digest"]
-    if not distributed.under_torchrun():  # changed params, data or code: no resume, a new run
-        code = code_digest(TRAINING_CODE)
-        settings = {"tier": asdict(config), "seed": params.seed, "digest": digest, "code": code}
-        discard_if_changed(out_dir, settings)
+    settings = training_settings(config, runtime, params.seed, store, paths.split)
+    if not distributed.under_torchrun():  # another training: no resume, a new run
+        prepare(out_dir, settings)
     if runtime.devices > 1 and not distributed.under_torchrun():
         sys.exit(distributed.relaunch(runtime.devices, "pipeline.train", [tier]))
     rank = distributed.init(runtime.device)
     stage = f"train@{tier}"
     with (
         tracking.tier_run(
-            repo_root(), params.mlflow.experiment, tier, stage, digest, read_run_id(out_dir)
+            repo_root(),
+            params.mlflow.experiment,
+            tier,
+            stage,
+            settings["digest"],
+            out_dir / RUN_ID_FILE,
+            out_dir / METRICS_FILE,
         )
         if rank.rank == 0
         else contextlib.nullcontext(tracking.NullRun())
     ) as run:
-        if rank.rank == 0:
-            write_text(out_dir / RUN_ID_FILE, run.run_id)
         summary = train_tier(config, runtime, store, paths.split, out_dir, run, params.seed, rank)
     if rank.rank == 0:
         reports = paths.train_reports(tier)

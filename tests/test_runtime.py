@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from spkid.config import ConfigError, build
-from spkid.runtime import PRECISIONS, autocast, grad_scaler, pick_device, resolve_precision
+from spkid.runtime import (
+    PRECISIONS,
+    autocast,
+    check_device,
+    grad_scaler,
+    pick_device,
+    resolve_precision,
+)
 from spkid.train.config import Runtime
 
 CUDA = torch.device("cuda")
@@ -46,3 +53,18 @@ def test_pick_device_gives_each_rank_its_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pick_device("auto", 3) == torch.device("cuda:3")
     assert pick_device("cpu", 3) == CPU
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "cpu:0"])
+def test_check_device_rejects_unknown_names(name):
+    with pytest.raises(ConfigError, match="train.device"):
+        check_device(name)
+
+
+def test_check_device_rejects_a_missing_gpu(monkeypatch):
+    check_device("cpu")
+    check_device("auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError, match=r"train.device.*0 CUDA device"):
+            check_device(name)

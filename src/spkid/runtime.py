@@ -7,6 +7,7 @@ import contextlib
 import numpy as np
 import torch
 
+from spkid.config import check
 from spkid.data.store import FeatureStore
 
 PAD_VALUE = -20.0  # the log floor; padding never reaches a result
@@ -22,6 +23,24 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda":
         name = f"cuda:{local_rank}"
     return torch.device(name)
+
+
+def check_device(name: str) -> None:
+    """Fail naming ``train.device`` when it names no device of this machine.
+
+    Args:
+        name: auto, cpu, cuda or cuda:N.
+    """
+    kind, _, index = name.partition(":")
+    valid = name in ("auto", "cpu", "cuda") or kind == "cuda" and index.isdigit()
+    check(valid, "train.device", f"{name!r} is not one of auto, cpu, cuda, cuda:N")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        check(
+            int(index or 0) < count,
+            "train.device",
+            f"{name!r} asks for a GPU, but this machine has {count} CUDA device(s); use auto or cpu",
+        )
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -4,6 +4,15 @@ The store is ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<root>/mlflow.db``
 root from ``DVC_ROOT`` (so queued and ``--temp`` experiments log to the main repository);
 artifacts go to ``<root>/mlartifacts``, except with a tracking server (an http(s) URI), which
 keeps (or proxies) them itself. One run per tier per DVC experiment.
+
+A training does not wait on the store (TrainingRun): its metrics are kept in a local metric
+log in the tier's folder and sent with MLflow's async logging, HTTP retries bounded
+(HTTP_LIMITS). A store that is away when the training starts delays only the run's creation
+(the run id is resolved when it is first reachable, params logged then); one that goes away
+mid-training gets what waited when it is back, no step missing or twice. Still away when the
+training ends, the stage fails naming the URI after FINISH_TIMEOUT_S, everything saved; the
+next run of the stage resumes the finished training (no steps), sends what waits, and logs
+the checkpoints and the model. System metrics are sampled only while the run is open.
 """
 
 import base64
@@ -14,9 +23,12 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tempfile
+import time
 import warnings
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
 from importlib.metadata import version
 from pathlib import Path
 
@@ -26,10 +38,15 @@ import pandas as pd
 import soundfile
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
+from spkid.atomic import write_text
 from spkid.data.frontend import FrontEnd
 from spkid.data.store import open_store
 
@@ -43,6 +60,14 @@ CHAMPION = "champion"  # the registered model's alias for the best version so fa
 EXAMPLE_SECONDS = 0.5  # the input example's clip
 EXAMPLE_HZ = 220.0
 DIGEST_LENGTH = 36  # MLflow's dataset digest column
+BATCH_METRICS = 1000  # MLflow's log_batch limit
+RETRY_S = 10.0  # seconds before an unreachable store is tried again
+FINISH_TIMEOUT_S = 30.0  # how long the end of a training waits for the store
+HTTP_LIMITS = {  # MLflow's HTTP retries for a training (defaults: 7 retries, 120 s timeout)
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 
 def tracking_uri(root) -> str:
@@ -213,23 +238,18 @@ def load_identifier(uri: str):
 
 
 class Run:
-    """An MLflow run that drops metric steps it already holds (so a resumed training
-    never duplicates a step).
+    """An MLflow run, logged to synchronously (validate and predict write into train's run).
 
     Args:
-        run_id: the active run.
-        logged_until: the highest metric step already in the run (-1: none).
+        run_id: the run.
     """
 
-    def __init__(self, run_id: str, logged_until: int = -1):
+    def __init__(self, run_id: str):
         self.run_id = run_id
-        self.logged_until = logged_until
         self.client = MlflowClient()
 
     def log_metrics(self, metrics: dict, step: int) -> None:
-        """Log ``metrics`` at ``step`` unless an earlier attempt already did."""
-        if step > self.logged_until:
-            mlflow.log_metrics(metrics, step=step, run_id=self.run_id)
+        mlflow.log_metrics(metrics, step=step, run_id=self.run_id)
 
     def log_params(self, params: dict) -> None:
         mlflow.log_params(
@@ -266,19 +286,10 @@ class Run:
             with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
                 mlflow.log_input(dataset, context=context, tags=tags)
 
-    def history(self, prefix: str) -> tuple:
-        """Metrics named ``prefix/*`` by step: (names, rows of [step, values...])."""
-        run = self.client.get_run(self.run_id)
-        names = sorted(k for k in run.data.metrics if k.startswith(prefix + "/"))
-        table = {}
-        for i, key in enumerate(names):
-            for m in self.client.get_metric_history(self.run_id, key):
-                table.setdefault(m.step, [None] * len(names))[i] = m.value
-        return [n.split("/", 1)[1] for n in names], [[s, *table[s]] for s in sorted(table)]
-
 
 class NullRun:
-    """The tracker of ranks other than 0: logs nothing."""
+    """The tracker interface, logging nothing: ranks other than 0, and library calls made
+    without a store (tests, benchmarks)."""
 
     run_id = None
 
@@ -288,20 +299,216 @@ class NullRun:
     def log_params(self, params: dict) -> None:
         pass
 
+    def log_artifact(self, path, folder: str | None = None) -> None:
+        pass
+
+    def log_data(self, store_dir, split: dict) -> None:
+        pass
+
+    def log_model(self, checkpoints: list, frontend: dict) -> None:
+        pass
+
+
+class MetricLog:
+    """A training's metrics as JSON lines, one ``{"step", "time", "metrics"}`` per call:
+    written before anything is sent, so nothing is lost while the tracking store is away.
+    A resumed training's steps that are already here are dropped (per key), so no step is
+    logged twice; the curves are read from here.
+
+    Args:
+        path: the file (in the tier's checkpoint folder; created on the first line).
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        text = self.path.read_text() if self.path.exists() else ""
+        self.lines = [json.loads(line) for line in text.splitlines()]
+        self.last = {}  # key -> highest step held
+        for line in self.lines:
+            self._note(line)
+
+    def _note(self, line: dict) -> None:
+        for key in line["metrics"]:
+            self.last[key] = max(self.last.get(key, -1), line["step"])
+
+    def append(self, metrics: dict, step: int) -> bool:
+        """Keep the ``metrics`` at ``step`` this log lacks; True when there were any."""
+        new = {k: float(v) for k, v in metrics.items() if step > self.last.get(k, -1)}
+        if not new:
+            return False
+        line = {"step": step, "time": int(time.time() * 1000), "metrics": new}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        self.lines.append(line)
+        self._note(line)
+        return True
+
+    def batch(self, start: int) -> tuple:
+        """(MLflow metrics of the lines from ``start``, at most BATCH_METRICS, whole lines
+        only, the index after the last line taken)."""
+        out, end = [], start
+        while end < len(self.lines):
+            line = self.lines[end]
+            if out and len(out) + len(line["metrics"]) > BATCH_METRICS:
+                break
+            out += [Metric(k, v, line["time"], line["step"]) for k, v in line["metrics"].items()]
+            end += 1
+        return out, end
+
+    def history(self, prefix: str) -> tuple:
+        """Metrics named ``prefix/*`` by step: (names, rows of [step, values...])."""
+        names = sorted({k for k in self.last if k.startswith(prefix + "/")})
+        table = {}
+        for line in self.lines:
+            for i, key in enumerate(names):
+                if key in line["metrics"]:
+                    row = table.setdefault(line["step"], [None] * len(names))
+                    row[i] = line["metrics"][key]
+        return [n.split("/", 1)[1] for n in names], [[s, *table[s]] for s in sorted(table)]
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store stayed unreachable: what was logged waits in the metric log."""
+
+
+class TrainingRun(Run):
+    """A training's run that a tracking outage does not stop.
+
+    Metrics go to ``log`` first, then to MLflow with its async logging, one batch in flight
+    at a time (MLflow's HTTP retries bounded by HTTP_LIMITS); a failed batch stays pending
+    and is sent again RETRY_S later. Resent metrics keep their first timestamps, and MLflow
+    drops a metric (key, step, time, value) it already holds, so a batch that arrived
+    although its answer was lost is never duplicated. The run itself is opened (resumed or
+    created) when the store is first reachable: a store down at the start delays only that.
+    Params wait for the run too; ``finish`` sends everything or raises TrackingUnavailable.
+
+    Args:
+        log: the training's MetricLog.
+        open_run: () -> run id: resumes or creates the run (MlflowException while away).
+        uri: the tracking URI, for messages.
+    """
+
+    def __init__(self, log: MetricLog, open_run, uri: str):
+        super().__init__(None)
+        self.log, self.open_run, self.uri = log, open_run, uri
+        self.params, self.sent, self.in_flight = None, 0, None
+        self.retry_at, self.away, self.error = 0.0, False, ""
+        self.waiter = ThreadPoolExecutor(1, thread_name_prefix="metric-batches")
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        if self.log.append(metrics, step):
+            self._send()
+
+    def log_params(self, params: dict) -> None:
+        self.params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in flatten(params).items()}
+        self._send()
+
+    def log_artifact(self, path, folder: str | None = None) -> None:
+        self.finish()
+        super().log_artifact(path, folder)
+
+    def log_model(self, checkpoints: list, frontend: dict) -> None:
+        self.finish()
+        super().log_model(checkpoints, frontend)
+
+    def log_data(self, store_dir, split: dict) -> None:
+        self.finish()
+        super().log_data(store_dir, split)
+
+    def history(self, prefix: str) -> tuple:
+        return self.log.history(prefix)
+
+    def _send(self) -> None:
+        """Collect the job in flight; start the next one (open the run and log the params,
+        or send the next pending metrics). Never waits on the store."""
+        if self.in_flight:
+            future, end = self.in_flight
+            if not future.done():
+                return
+            self.in_flight = None
+            if future.exception():
+                return self._lost(future.exception())
+            self.sent = end
+            self._back()
+        if time.monotonic() < self.retry_at:
+            return
+        if self.run_id is None or self.params:
+            self.in_flight = (self.waiter.submit(self._open), self.sent)
+        elif self.sent < len(self.log.lines):
+            metrics, end = self.log.batch(self.sent)
+            operations = self.client.log_batch(self.run_id, metrics=metrics, synchronous=False)
+            self.in_flight = (self.waiter.submit(operations.wait), end)
+
+    def _open(self) -> None:
+        """Open the run and log the params (in the waiter's thread)."""
+        if self.run_id is None:
+            self.run_id = self.open_run()
+        params = self.params
+        if params:
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+            if self.params is params:
+                self.params = None
+
+    def _lost(self, err) -> None:
+        self.retry_at = time.monotonic() + RETRY_S
+        self.error = str(err)[:300]
+        if not self.away:
+            print(
+                f"tracking store {self.uri} unreachable ({self.error}): training goes on; "
+                f"metrics wait in {self.log.path} and are sent when it is back",
+                file=sys.stderr,
+            )
+        self.away = True
+
+    def _back(self) -> None:
+        if self.away:
+            print(f"tracking store {self.uri} reached again: metrics sent", file=sys.stderr)
+        self.away = False
+
+    def finish(self, timeout: float = FINISH_TIMEOUT_S) -> None:
+        """Send the params and every metric, waiting up to ``timeout`` seconds for the store."""
+        deadline = time.monotonic() + timeout
+        while self.run_id is None or self.params or self.sent < len(self.log.lines):
+            left = deadline - time.monotonic()
+            if left < 0:
+                raise TrackingUnavailable(
+                    f"the tracking store {self.uri} is unreachable ({self.error}); training is "
+                    f"saved (the checkpoints and {self.log.path}): run the stage again when the "
+                    "store is back, it sends what waits and finishes the run without training"
+                )
+            if self.in_flight:
+                wait([self.in_flight[0]], timeout=left)
+            else:
+                time.sleep(max(0.0, min(left, self.retry_at - time.monotonic())))
+            self._send()
+
 
 def _exists(run_id: str) -> bool:
+    """Whether the store holds ``run_id`` (raises while the store is away)."""
     try:
         MlflowClient().get_run(run_id)
         return True
-    except mlflow.exceptions.MlflowException:
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         return False
 
 
-def _last_step(run_id: str) -> int:
+def _open_run(root, experiment: str, tier: str, stage: str, digest: str, run_file: Path) -> str:
+    """Resume the run named in ``run_file`` or create one (and name it there)."""
     client = MlflowClient()
-    run = client.get_run(run_id)
-    steps = [m.step for key in run.data.metrics for m in client.get_metric_history(run_id, key)]
-    return max(steps, default=-1)
+    tags = dvc_tags(tier, stage, digest, Path.cwd())
+    run_id = run_file.read_text().strip() if run_file.exists() else None
+    if run_id and _exists(run_id):
+        client.update_run(run_id, status="RUNNING")
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        return run_id
+    name = f"{exp_name()}/{tier}"
+    run_id = client.create_run(
+        experiment_id(root, experiment), tags=resolve_tags(tags), run_name=name
+    )
+    write_text(run_file, run_id.info.run_id)
+    return run_id.info.run_id
 
 
 @contextmanager
@@ -311,10 +518,13 @@ def tier_run(
     tier: str,
     stage: str,
     digest: str,
-    run_id: str | None = None,
+    run_file,
+    metric_file,
     system_metrics: bool = True,
 ):
-    """Start (or, given ``run_id``, resume) the tier's run; yield a Run.
+    """The tier's TrainingRun: resumes the run named in ``run_file`` (else creates one and
+    names it there), when the store is reachable; metrics wait in ``metric_file``. The run
+    is finished when the block ends (FAILED on an exception).
 
     Args:
         root: the repository root holding the store.
@@ -322,21 +532,35 @@ def tier_run(
         tier: the tier (tag and part of the run name).
         stage: the DVC stage name.
         digest: the data digest tag.
-        run_id: resume this run instead of starting one.
-        system_metrics: log CPU/GPU/memory usage (psutil; pynvml on GPU).
+        run_file: the file holding the run id (in the tier's checkpoint folder).
+        metric_file: the training's MetricLog file (beside it).
+        system_metrics: log CPU/GPU/memory usage (psutil; pynvml on GPU) once the run is open.
     """
-    exp = experiment_id(root, experiment)
-    if run_id and not _exists(run_id):
-        run_id = None  # the store changed since the interrupted training: start a new run
-    name = f"{exp_name()}/{tier}"
-    with mlflow.start_run(
-        run_id=run_id,
-        experiment_id=None if run_id else exp,
-        run_name=None if run_id else name,
-        log_system_metrics=system_metrics,
-    ) as active:
-        mlflow.set_tags(dvc_tags(tier, stage, digest, Path.cwd()))
-        yield Run(active.info.run_id, _last_step(active.info.run_id) if run_id else -1)
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    monitors = []
+
+    def open_run() -> str:
+        run_id = _open_run(root, experiment, tier, stage, digest, Path(run_file))
+        if system_metrics:
+            monitors.append(SystemMetricsMonitor(run_id, resume_logging=True))
+            monitors[-1].start()
+        return run_id
+
+    run = TrainingRun(MetricLog(metric_file), open_run, uri)
+    status = "FAILED"
+    try:
+        yield run
+        run.finish()
+        status = "FINISHED"
+    finally:
+        for monitor in monitors:
+            monitor.finish()
+        if run.run_id:
+            with suppress(MlflowException, OSError):
+                MlflowClient().set_terminated(run.run_id, status)
 
 
 def connect(root, run_id: str) -> Run:

@@ -34,3 +34,10 @@ def test_split_keeps_a_training_utterance_for_every_speaker():
 def test_split_rejects_bad_ratio():
     with pytest.raises(ValueError, match="valid_ratio"):
         split_indices(["a"], ["a"], 1.0, seed=0)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.01])
+def test_split_rejects_a_ratio_that_leaves_valid_empty(ratio):
+    speakers = ["a", "a", "b", "b"]
+    with pytest.raises(ValueError, match="split.valid_ratio"):
+        split_indices(speakers, speakers, ratio, seed=0)

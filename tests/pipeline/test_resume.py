@@ -1,5 +1,5 @@
 """A training killed with SIGKILL restarts from its last checkpoint and continues its run;
-changed params train afresh in a new run."""
+changed params or a changed split train afresh in a new run; a missing GPU fails first."""
 
 import os
 import signal
@@ -12,7 +12,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import clean_env, run
+from tests.conftest import TINY_STEPS, clean_env, run
 
 STEPS = 240
 KILL_AFTER_STEP = 48
@@ -69,6 +69,38 @@ def test_sigkill_then_repro_finishes_the_same_run(project):
     new = next(r for r in found if r.data.params["recipe.lr"] == "0.002")
     steps = [m.step for m in client.get_metric_history(new.info.run_id, "train/loss")]
     assert steps == list(range(4, STEPS + 1, 4)), "it must train from step 0"
+
+
+def test_a_split_change_trains_afresh_and_a_missing_gpu_fails_before_mlflow(project):
+    run([sys.executable, "-m", "dvc", "repro", "train@simple"], project)
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    (first,) = mlflow.search_runs(experiment_names=["spkid"], output_format="list")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+
+    params["train"]["device"] = f"cuda:{torch.cuda.device_count()}"  # a GPU this machine lacks
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", "simple"],
+        check=False,
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "train.device" in done.stderr, done.stderr[-2000:]
+    (same,) = mlflow.search_runs(experiment_names=["spkid"], output_format="list")
+    assert same.info.run_id == first.info.run_id and same.info.status == "FINISHED"
+
+    params["train"]["device"] = "auto"
+    params["split"]["valid_ratio"] = 0.5  # the same params otherwise: another training
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([sys.executable, "-m", "dvc", "repro", "train@simple"], project)
+    found = mlflow.search_runs(experiment_names=["spkid"], output_format="list")
+    assert len(found) == 2, "a changed split must start a new MLflow run"
+    new = next(r for r in found if r.info.run_id != first.info.run_id)
+    steps = [m.step for m in MlflowClient().get_metric_history(new.info.run_id, "train/loss")]
+    every = TINY_STEPS["log_every"]
+    assert steps == list(range(every, TINY_STEPS["steps"] + 1, every)), "it must train from 0"
 
 
 def _step(path) -> int:

@@ -1,5 +1,6 @@
 """`dvc repro train@simple` against a real `mlflow server` (MLFLOW_TRACKING_URI=http://...):
-the run, its metrics and its checkpoints are all reachable through the server."""
+the run, its metrics and its checkpoints are all reachable through the server, and a server
+that goes away does not stop the training nor lose what it logs."""
 
 import json
 import os
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import TINY_STEPS, run
+from tests.conftest import TINY_STEPS, clean_env, run
 
 DVC = [sys.executable, "-m", "dvc"]
 START_TIMEOUT_S = 180
@@ -30,13 +32,14 @@ def free_port() -> int:
 class Server:
     """An `mlflow` server subprocess (its own process group), started but maybe not ready."""
 
-    def __init__(self, args: list, cwd, log: Path):
-        self.port = free_port()
+    def __init__(self, args: list, cwd, log: Path, port: int | None = None):
+        self.args, self.cwd = args, cwd
+        self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log = log
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
         env.pop("MLFLOW_TRACKING_URI", None)
-        with open(log, "w") as out:
+        with open(log, "a") as out:
             self.proc = subprocess.Popen(
                 [*args, "--host", "127.0.0.1", "--port", str(self.port)],
                 cwd=cwd,
@@ -60,6 +63,10 @@ class Server:
                 pass
             time.sleep(0.5)
         pytest.fail(f"mlflow did not answer /health in {timeout}s:\n{self.tail()}")
+
+    def restart(self) -> "Server":
+        """The same server again, on the same port and store."""
+        return Server(self.args, self.cwd, self.log, self.port)
 
     def tail(self) -> str:
         return self.log.read_text()[-3000:]
@@ -91,7 +98,7 @@ def server(tmp_path, request):
         "1",
     ]
     srv = Server(args, home, home / "server.log")
-    request.addfinalizer(srv.stop)
+    request.addfinalizer(lambda: srv.stop())
     return srv
 
 
@@ -137,3 +144,135 @@ def test_repro_logs_run_metrics_and_checkpoints_through_a_server(project, server
     assert all(torch.equal(downloaded["model"][k], local[k]) for k in local)
     models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert [m.source_run_id for m in models] == [r.info.run_id]
+
+
+OUTAGE_STEPS = 240
+DOWN_AT_STEP, UP_AT_STEP = 60, 180
+TRAIN_TIMEOUT_S = 600
+
+
+def set_recipe(project, **recipe) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tiers"]["simple"]["demo"]["recipe"].update(recipe)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def logged(project) -> list:
+    """The training's metric log (models/simple/metrics.jsonl) as lines so far."""
+    path = project / "models/simple/metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def wait_for_step(project, step: int, proc) -> float:
+    """Wait until the metric log reaches ``step``; return the time (ms)."""
+    deadline = time.time() + TRAIN_TIMEOUT_S
+    while time.time() < deadline:
+        assert proc.poll() is None, "the training ended early"
+        if any(line["step"] >= step for line in logged(project)):
+            return time.time() * 1000
+        time.sleep(0.2)
+    pytest.fail(f"no step {step} in {TRAIN_TIMEOUT_S}s")
+
+
+def steps_per_s(lines, start_ms: float, end_ms: float) -> float:
+    """Mean training speed logged between two times (train/segments_per_s over the batch:
+    the loop's own clock, validation excluded)."""
+    rates = [
+        line["metrics"]["train/segments_per_s"]
+        for line in lines
+        if start_ms <= line["time"] <= end_ms and "train/segments_per_s" in line["metrics"]
+    ]
+    return sum(rates) / len(rates) / TINY_STEPS["batch"]
+
+
+def test_training_goes_on_through_a_server_outage(project, server, tmp_path, request, capsys):
+    set_recipe(project, steps=OUTAGE_STEPS, checkpoint_every=12, valid_every=60)
+    run([*DVC, "repro", "split"], project)
+    uri = server.wait_ready()
+    out = tmp_path / "train.log"
+    with open(out, "w") as f:
+        proc = subprocess.Popen(
+            [*DVC, "repro", "train@simple"],
+            cwd=project,
+            env={**clean_env(), "MLFLOW_TRACKING_URI": uri},
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    request.addfinalizer(lambda: proc.poll() is None and os.killpg(proc.pid, signal.SIGKILL))
+    started = wait_for_step(project, 4, proc)
+    down = wait_for_step(project, DOWN_AT_STEP, proc)
+    os.killpg(server.proc.pid, signal.SIGKILL)
+    server.proc.wait()
+    up = wait_for_step(project, UP_AT_STEP, proc)
+    last = torch.load(project / "models/simple/last.pt", weights_only=True)["state"]["step"]
+    assert last >= UP_AT_STEP - 12, "checkpoints must keep being written while the server is away"
+    back = server.restart()
+    request.addfinalizer(back.stop)
+    back.wait_ready()
+    assert proc.wait(TRAIN_TIMEOUT_S) == 0, out.read_text()[-3000:]
+    log = out.read_text()
+    assert f"tracking store {uri} unreachable" in log and "reached again" in log
+
+    client = MlflowClient(uri)
+    (r,) = client.search_runs([client.get_experiment_by_name("spkid").experiment_id])
+    assert r.info.status == "FINISHED"
+    assert r.data.params["recipe.steps"] == str(OUTAGE_STEPS)
+    for key, every in (("train/loss", 4), ("train/lr", 4), ("valid/top1", 60)):
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+        assert sorted(steps) == list(range(every, OUTAGE_STEPS + 1, every)), key
+    ckpts = {a.path for a in client.list_artifacts(r.info.run_id, "checkpoints")}
+    assert ckpts == {"checkpoints/best.pt", "checkpoints/last.pt"}
+
+    lines = logged(project)
+    speeds = {
+        "up": steps_per_s(lines, started, down),
+        "down": steps_per_s(lines, down, up),
+        "up_again": steps_per_s(lines, up, float("inf")),
+    }
+    with capsys.disabled():
+        print(f"\ntraining steps/s with the server up, down, up again: {speeds}")
+    assert speeds["down"] > 0.3 * speeds["up"], speeds  # not stalled (2 shared CPU cores)
+
+
+def test_a_server_down_throughout_fails_after_saving_then_the_next_run_finishes(
+    project, server, tmp_path, request
+):
+    run([*DVC, "repro", "split"], project)
+    uri = server.wait_ready()
+    server.stop()
+    env = {**clean_env(), "MLFLOW_TRACKING_URI": uri}
+    failed = subprocess.run(
+        [*DVC, "repro", "train@simple"],
+        check=False,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode != 0
+    assert f"the tracking store {uri} is unreachable" in failed.stdout + failed.stderr
+    last = project / "models/simple/last.pt"
+    trained = last.read_bytes()
+    assert torch.load(last, weights_only=True)["state"]["step"] == TINY_STEPS["steps"]
+    assert (project / "models/simple/best.pt").exists()
+
+    back = server.restart()
+    request.addfinalizer(back.stop)
+    back.wait_ready()
+    run([*DVC, "repro", "train@simple"], project, env={"MLFLOW_TRACKING_URI": uri})
+    assert last.read_bytes() == trained, "the finished training must not train again"
+    client = MlflowClient(uri)
+    (r,) = client.search_runs([client.get_experiment_by_name("spkid").experiment_id])
+    assert r.info.status == "FINISHED"
+    assert r.info.run_id == (project / "models/simple/run_id").read_text()
+    steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
+    every = TINY_STEPS["log_every"]
+    assert steps == list(range(every, TINY_STEPS["steps"] + 1, every))
+    ckpts = {a.path for a in client.list_artifacts(r.info.run_id, "checkpoints")}
+    assert ckpts == {"checkpoints/best.pt", "checkpoints/last.pt"}
+    assert (
+        json.loads((project / "reports/train/simple/summary.json").read_text())["steps"]
+        == (TINY_STEPS["steps"])
+    )

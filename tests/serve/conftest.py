@@ -21,7 +21,7 @@ from spkid.data.split import split_indices
 from spkid.data.store import open_store
 from spkid.train import checkpoint
 from spkid.train.config import Runtime, resolve_tier
-from spkid.train.run import train_tier
+from spkid.train.run import METRICS_FILE, RUN_ID_FILE, train_tier
 from tests.conftest import REPO, TINY_STEPS, tiny_params
 from tests.serve.make_model import KNOWING_MODEL
 
@@ -76,7 +76,13 @@ def trained(tmp_path_factory):
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
     store = open_store(root / "train")
     digest = store.meta["digest"]
-    with tracking.tier_run(root, "spkid", "simple", "train@simple", digest, None, False) as run:
+    models, known_dir = root / "models", root / "known"
+    models.mkdir()
+    known_dir.mkdir()
+    logs = {d: (d / RUN_ID_FILE, d / METRICS_FILE) for d in (models, known_dir)}
+    with tracking.tier_run(
+        root, "spkid", "simple", "train@simple", digest, *logs[models], False
+    ) as run:
         train_tier(
             tier_config("simple", **TINY_STEPS),
             Runtime(device="cpu"),
@@ -86,7 +92,9 @@ def trained(tmp_path_factory):
             run,
             0,
         )
-    with tracking.tier_run(root, "spkid", "medium", "train@medium", digest, None, False) as known:
+    with tracking.tier_run(
+        root, "spkid", "medium", "train@medium", digest, *logs[known_dir], False
+    ) as known:
         known.log_model([KNOWING_MODEL], store.meta["frontend"])
     uri = os.environ.pop("MLFLOW_TRACKING_URI", tracking.tracking_uri(root))
     if saved:

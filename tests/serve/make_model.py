@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from spkid.tracking import NullRun
 from spkid.train import checkpoint
 from spkid.train.config import Runtime, resolve_tier
 from spkid.train.run import train_tier
@@ -33,24 +34,12 @@ RECIPE = {
 }
 
 
-class Quiet:
+class Quiet(NullRun):
     """A tracker that prints validations and logs nothing."""
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         if "valid/top1" in metrics:
             print(step, metrics)
-
-    def log_params(self, params: dict) -> None:
-        pass
-
-    def log_data(self, store_dir, split) -> None:
-        pass
-
-    def log_artifact(self, path, folder=None) -> None:
-        pass
-
-    def log_model(self, checkpoints, frontend) -> None:
-        pass
 
 
 def prepare(root: Path) -> None:

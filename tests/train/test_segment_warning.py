@@ -8,23 +8,10 @@ import pytest
 
 from spkid.config import merge
 from spkid.data.store import open_store
+from spkid.tracking import NullRun
 from spkid.train.config import Runtime, resolve_tier
 from spkid.train.run import train_tier
 from tests.train.test_loop import TIERS
-
-
-class Tracker:
-    def log_metrics(self, metrics, step):
-        pass
-
-    def log_params(self, params):
-        pass
-
-    def log_artifact(self, path, folder):
-        pass
-
-    def log_model(self, model):
-        pass
 
 
 def train(store_dir, tmp_path, segment):
@@ -34,7 +21,7 @@ def train(store_dir, tmp_path, segment):
     recipe = {"segment": segment, "steps": 2, "warmup": 0, "valid_every": 2, "log_every": 1}
     cfg = resolve_tier({"t": merge(TIERS["t"], {"demo": {"recipe": recipe}})}, "t", "demo")
     runtime = Runtime(device="cpu")
-    return train_tier(cfg, runtime, store_dir, split, tmp_path / "out", Tracker(), seed=0)
+    return train_tier(cfg, runtime, store_dir, split, tmp_path / "out", NullRun(), seed=0)
 
 
 def test_a_segment_longer_than_every_utterance_warns(tiny_store, tmp_path):

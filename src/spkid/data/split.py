@@ -15,14 +15,18 @@ def split_indices(speakers, sessions, valid_ratio: float, seed: int) -> tuple:
     Args:
         speakers: (U,) speaker name per utterance.
         sessions: (U,) session per utterance (the speaker itself where unknown).
-        valid_ratio: fraction in [0, 1) that goes to valid.
+        valid_ratio: fraction in (0, 1) that goes to valid (training needs a valid set: it
+            picks best.pt and stops early on it).
         seed: shuffling seed.
 
     Returns:
         (train, valid): sorted int64 index arrays.
     """
-    if not 0.0 <= valid_ratio < 1.0:
-        raise ValueError(f"valid_ratio must be in [0, 1), got {valid_ratio}")
+    if not 0.0 < valid_ratio < 1.0:
+        raise ValueError(
+            f"split.valid_ratio must be in (0, 1), got {valid_ratio}: training validates "
+            "to pick best.pt and to stop early"
+        )
     rng = np.random.default_rng(seed)
     by_speaker = defaultdict(lambda: defaultdict(list))
     for i, (spk, ses) in enumerate(zip(speakers, sessions)):
@@ -40,6 +44,8 @@ def split_indices(speakers, sessions, valid_ratio: float, seed: int) -> tuple:
                 continue
             valid.extend(g)
             taken += len(g)
+    if not valid:
+        raise ValueError(f"split.valid_ratio {valid_ratio} puts no utterance in valid: raise it")
     valid = np.array(sorted(valid), dtype=np.int64)
     train = np.setdiff1d(np.arange(len(speakers)), valid).astype(np.int64)
     return train, valid

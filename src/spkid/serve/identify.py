@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from spkid.data.errors import InputError
 from spkid.data.sources import list_audio
+from spkid.runtime import pick_device
 from spkid.serve.identifier import Identifier, length_batches
-from spkid.train.run import pick_device
 
 COLUMNS = ("file", "speaker", "probability", "top_k", "error")
 

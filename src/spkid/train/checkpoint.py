@@ -1,5 +1,9 @@
 """Checkpoints that rebuild their model: config, model arguments and weights together."""
 
+import errno
+import io
+import pickle
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,6 +17,10 @@ from spkid.models import ModelConfig, SpeakerNet
 BEST = "best.pt"
 LAST = "last.pt"
 FORMAT = 1  # the payload's layout; bump it when a change makes older files unreadable
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read back."""
 
 
 def save(path, model, config, n_mels: int, speaker2id: dict, **state) -> None:
@@ -33,22 +41,46 @@ def save(path, model, config, n_mels: int, speaker2id: dict, **state) -> None:
         "model": model.state_dict(),
         **state,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory: a full disk then fails as an OSError below
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise OSError(
+            errno.ENOSPC,
+            f"cannot write checkpoint {path}: the disk is full ({buffer.tell()} bytes needed); "
+            "the previous checkpoint there is kept: free space and run again",
+        ) from None
 
 
 def load(path, device="cpu") -> dict:
     """Read a checkpoint (tensors on ``device``).
 
     Raises:
+        CheckpointError: naming the file, when it is truncated or not a plain checkpoint
+            (objects other than tensors and plain data are refused, never unpickled).
         InputError: naming the file, when it is of another format version than FORMAT.
     """
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    found = ckpt.get("format")
-    if found != FORMAT:
-        age = "an older one without a version" if found is None else f"version {found!r}"
-        raise InputError(path, f"checkpoint format is {age}; this code reads version {FORMAT}")
-    return ckpt
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError:
+        reason = "it holds objects other than tensors and plain data, refused as unsafe"
+    except (OSError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError):
+        reason = "it is truncated or not a torch checkpoint"
+    else:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else None
+        if found != FORMAT:
+            age = "an older one without a version" if found is None else f"version {found!r}"
+            raise InputError(path, f"checkpoint format is {age}; this code reads version {FORMAT}")
+        return ckpt
+    raise CheckpointError(
+        f"checkpoint {path} cannot be read: {reason}; delete it and train again"
+    ) from None
 
 
 def rebuild(checkpoint: dict) -> SpeakerNet:

@@ -63,6 +63,7 @@ class Recipe:
     def __post_init__(self):
         for name in ("segment", "batch", "steps", "valid_every", "log_every", "checkpoint_every"):
             check(getattr(self, name) > 0, f"recipe.{name}", "must be positive")
+        check(self.lr > 0, "recipe.lr", f"must be positive, got {self.lr}")
         check(0 <= self.warmup < self.steps, "recipe.warmup", f"must be in [0, steps={self.steps})")
         check(
             not (self.patience and self.select == "last"),

@@ -1,7 +1,10 @@
 """One tier's training from a feature store and a split: the `train` stage's library call."""
 
+import ast
 import hashlib
 import json
+import sys
+import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import torch
 
 from spkid.atomic import write_json
+from spkid.data.errors import InputError
 from spkid.data.store import open_store
 from spkid.models import count_parameters
 from spkid.runtime import DeviceData, pick_device
@@ -18,30 +22,88 @@ from spkid.train.distributed import SINGLE, Rank
 from spkid.train.loop import Trainer
 
 RUN_ID_FILE = "run_id"
+METRICS_FILE = "metrics.jsonl"  # the training's metrics, kept while the tracking store is away
+RUN_FILES = (RUN_ID_FILE, METRICS_FILE)  # a training's MLflow side
 SETTINGS_FILE = "settings.json"  # what trained the checkpoints beside it
-TRAINING_CODE = (Path(__file__).parent, Path(__file__).parent.parent / "models")  # train, models
+TRAINING_MODULE = "spkid.train.run"  # the training's code: this module and what it imports
+SRC = Path(__file__).resolve().parents[2]  # the folder holding the spkid package
 
 
-def code_digest(folders) -> str:
-    """SHA-256 of the Python sources under ``folders`` (names and bytes): recorded with a
-    training's settings, so that a change of the code that trains starts a new training
-    instead of resuming a finished one."""
+def module_file(name: str) -> Path | None:
+    """The source file of spkid module (or package) ``name``; None outside spkid."""
+    base = SRC.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if name.split(".")[0] == "spkid" and path.is_file():
+            return path
+    return None
+
+
+def training_code(module: str = TRAINING_MODULE) -> list:
+    """The spkid source files ``module`` runs: itself, every spkid module it imports
+    (anywhere in its body, transitively) and their packages' ``__init__.py``.
+
+    Returns:
+        sorted paths.
+    """
+    todo, files = [module], set()
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for path in filter(
+            None, (module_file(".".join(parts[:i])) for i in range(1, len(parts) + 1))
+        ):
+            if path in files:
+                continue
+            files.add(path)
+            todo += _imports(path)
+    return sorted(files)
+
+
+def _imports(path: Path) -> list:
+    """Module names imported in ``path`` (``from a import b`` gives a and a.b)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    return names
+
+
+def code_digest(files, root=SRC) -> str:
+    """SHA-256 of Python source ``files`` (their paths below ``root``, and bytes): recorded
+    with a training's settings, so that a change of the code that trains starts a new
+    training instead of resuming a finished one."""
     digest = hashlib.sha256()
-    for folder in map(Path, folders):
-        for path in sorted(folder.rglob("*.py")):
-            digest.update(str(path.relative_to(folder.parent)).encode() + b"\0")
-            digest.update(path.read_bytes())
+    for path in sorted(map(Path, files)):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
+def training_settings(
+    config: TierConfig, runtime: Runtime, seed: int, store_dir, split_file
+) -> dict:
+    """Everything that decides what a training learns and which checkpoint becomes best.pt:
+    the resolved tier, the runtime (but its thread count), the seed, the store's digest, the
+    split's bytes' SHA-256 and the training code's digest."""
+    return {
+        "tier": asdict(config),
+        "runtime": {k: v for k, v in asdict(runtime).items() if k != "threads"},
+        "seed": seed,
+        "digest": json.loads((Path(store_dir) / "meta.json").read_text())["digest"],
+        "split": hashlib.sha256(Path(split_file).read_bytes()).hexdigest(),
+        "code": code_digest(training_code()),
+    }
+
+
 def discard_if_changed(out_dir, settings: dict) -> bool:
-    """Delete what a training with other ``settings`` left in ``out_dir`` (checkpoints, run id),
-    so that only the same training resumes; then record ``settings``.
+    """Delete what a training with other ``settings`` left in ``out_dir`` (checkpoints, run
+    id, metric log), so that only the same training resumes; then record ``settings``.
 
     Args:
         out_dir: the tier's checkpoint folder (DVC keeps it between runs).
-        settings: JSON-able description of the training (resolved tier, seed, data and
-            code digests).
+        settings: JSON-able description of the training (training_settings).
 
     Returns:
         True when something was deleted.
@@ -49,7 +111,7 @@ def discard_if_changed(out_dir, settings: dict) -> bool:
     out_dir, settings = Path(out_dir), json.loads(json.dumps(settings))
     path = out_dir / SETTINGS_FILE
     old = json.loads(path.read_text()) if path.exists() else None
-    leftovers = [out_dir / n for n in (checkpoint.LAST, checkpoint.BEST, RUN_ID_FILE)]
+    leftovers = [out_dir / n for n in (checkpoint.LAST, checkpoint.BEST, *RUN_FILES)]
     stale = old != settings and any(p.exists() for p in leftovers)
     for p in leftovers if stale else ():
         p.unlink(missing_ok=True)
@@ -57,12 +119,24 @@ def discard_if_changed(out_dir, settings: dict) -> bool:
     return stale
 
 
-def read_run_id(out_dir) -> str | None:
-    """The MLflow run of an interrupted training in ``out_dir`` (None: start afresh)."""
+def prepare(out_dir, settings: dict) -> None:
+    """Make ``out_dir`` hold only what the training described by ``settings`` resumes from:
+    another training's files are deleted, an unreadable ``last.pt`` is set aside (renamed
+    ``last.pt.corrupt-<time>``, said on stderr) and without a ``last.pt`` the training
+    starts over in a new run (its run id and metric log go)."""
     out_dir = Path(out_dir)
-    if (out_dir / checkpoint.LAST).exists() and (out_dir / RUN_ID_FILE).exists():
-        return (out_dir / RUN_ID_FILE).read_text().strip()
-    return None
+    discard_if_changed(out_dir, settings)
+    last = out_dir / checkpoint.LAST
+    if last.exists():
+        try:
+            checkpoint.load(last)
+        except (checkpoint.CheckpointError, InputError) as err:
+            aside = last.with_name(f"{last.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            last.rename(aside)
+            print(f"{err}\nset aside as {aside}; training starts over", file=sys.stderr)
+    if not last.exists():
+        for name in RUN_FILES:
+            (out_dir / name).unlink(missing_ok=True)
 
 
 def warn_if_segment_too_long(segment: int, lengths) -> None:
@@ -133,10 +207,10 @@ def train_tier(
         tracker.log_params(
             {**asdict(config), "runtime": asdict(runtime), "seed": seed, "world": rank.world}
         )
-        tracker.log_data(store_dir, split)
     summary = trainer.fit()
     summary["parameters"] = count_parameters(trainer.model)
-    if rank.rank == 0:
+    if rank.rank == 0:  # what needs the run itself, once the training is saved
+        tracker.log_data(store_dir, split)
         for name in (checkpoint.BEST, checkpoint.LAST):
             tracker.log_artifact(out_dir / name, "checkpoints")
         tracker.log_model([out_dir / checkpoint.BEST], store.meta["frontend"])
