@@ -1,22 +1,28 @@
-"""Stage `split`: the training store to train/valid indices."""
+"""Stage `split`: the training store to train/valid (and held-out speakers') indices."""
 
 from pipeline.params import load_params
 from spkid.atomic import write_json
-from spkid.data.split import split_indices
+from spkid.data.split import resolve_split, split_utterances
 from spkid.data.store import open_store
 
 
 def main() -> None:
     params = load_params()
     store = open_store(params["paths"]["features"] + "/train")
-    train, valid = split_indices(
+    split = split_utterances(
         store.speakers,
         store.sessions,
-        valid_ratio=params["split"]["valid_ratio"],
+        resolve_split(params["split"], params["profile"]),
         seed=params["seed"],
     )
-    counts = {"train": len(train), "valid": len(valid), "speakers": len(store.speaker2id)}
-    write_json(params["paths"]["split"], {"train": train.tolist(), "valid": valid.tolist()})
+    counts = {
+        "train": len(split["train"]),
+        "valid": len(split["valid"]),
+        "heldout": len(split["heldout"]),
+        "speakers": len(store.speaker2id),
+        "heldout_speakers": len(split["heldout_speakers"]),
+    }
+    write_json(params["paths"]["split"], split)
     write_json(params["paths"]["reports"] + "/split.json", counts)
 
 

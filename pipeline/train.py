@@ -1,10 +1,11 @@
 """Stage `train@<tier>`: train one tier, logging to MLflow; resumes after a kill (the same
-training only: changed params, data or training code start afresh, in a new MLflow run).
+training only: changed params, data, split or training code start afresh, in a new MLflow run).
 
 With ``train.devices > 1`` the stage re-launches itself under torchrun (data-parallel).
 """
 
 import contextlib
+import hashlib
 import json
 import sys
 from dataclasses import asdict
@@ -36,7 +37,14 @@ def main(tier: str) -> None:
     digest = json.loads(Path(store, "meta.json").read_text())["digest"]
     if not distributed.under_torchrun():  # changed params, data or code: no resume, a new run
         code = code_digest(TRAINING_CODE)
-        settings = {"tier": asdict(config), "seed": params["seed"], "digest": digest, "code": code}
+        split = hashlib.sha256(Path(paths["split"]).read_bytes()).hexdigest()  # the classes too
+        settings = {
+            "tier": asdict(config),
+            "seed": params["seed"],
+            "digest": digest,
+            "split": split,
+            "code": code,
+        }
         discard_if_changed(out_dir, settings)
     if runtime.devices > 1 and not distributed.under_torchrun():
         sys.exit(distributed.relaunch(runtime.devices, "pipeline.train", [tier]))

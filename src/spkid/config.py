@@ -8,6 +8,9 @@ import types
 import typing
 
 
+PROFILES = ("demo", "course")  # the budgets a params block may override keys for
+
+
 class ConfigError(ValueError):
     """A params block with an unknown key or a bad value."""
 
@@ -81,3 +84,17 @@ def merge(base: dict, override: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def profiled(block: dict, profile: str, where: str) -> dict:
+    """``block`` without its profile sub-blocks, the ``profile`` one merged in.
+
+    Args:
+        block: a params block, e.g. {valid_ratio: 0.1, demo: {...}, course: {...}}.
+        profile: demo or course.
+        where: the block's name, for error messages.
+    """
+    check(profile in PROFILES, "profile", f"{profile!r} is not one of {list(PROFILES)}")
+    check(isinstance(block, dict), where, f"expected a mapping, got {type(block).__name__}")
+    base = {k: v for k, v in block.items() if k not in PROFILES}
+    return merge(base, block.get(profile) or {})
