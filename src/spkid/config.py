@@ -7,7 +7,6 @@ import dataclasses
 import types
 import typing
 
-
 PROFILES = ("demo", "course")  # the budgets a params block may override keys for
 
 
