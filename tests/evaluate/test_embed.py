@@ -30,12 +30,12 @@ RECIPE = Recipe(segment=32, batch=4, lr=1e-3, weight_decay=0.0, warmup=0, steps=
 HELDOUT = SplitConfig(valid_ratio=0.25, heldout_speakers=0.34)  # 2 of 6 speakers
 
 
-def embedded_project(tmp_path, per_speaker=8):
-    """A 6-speaker store split with 2 held-out speakers, an untrained checkpoint of the 4
-    others and its embedding folder: (folder, store, split, model)."""
-    store_dir = make_store(tmp_path / "store", n_speakers=6, per_speaker=per_speaker)
+def embedded_project(tmp_path, config=HELDOUT):
+    """A 6-speaker store split by ``config`` (2 held-out speakers), an untrained checkpoint of
+    the others and its embedding folder: (folder, store, split, model)."""
+    store_dir = make_store(tmp_path / "store", n_speakers=6, per_speaker=8)
     store = open_store(store_dir)
-    split = split_utterances(store.speakers, store.sessions, HELDOUT, seed=0)
+    split = split_utterances(store.speakers, store.sessions, config, seed=0)
     (tmp_path / "split.json").write_text(json.dumps(split))
     speaker2id = trained_mapping(store.speaker2id, [store.speakers[i] for i in split["train"]])
     torch.manual_seed(0)

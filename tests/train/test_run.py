@@ -1,14 +1,26 @@
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
+from spkid.data.split import SplitConfig, split_utterances
+from spkid.data.store import open_store
+from spkid.evaluate.infer import predict_logits
+from spkid.evaluate.report import validate
+from spkid.models import ModelConfig
 from spkid.train import checkpoint
+from spkid.train.config import Recipe, Runtime, TierConfig
+from spkid.train.data import DeviceData
 from spkid.train.run import (
     RUN_ID_FILE,
     SETTINGS_FILE,
     TRAINING_CODE,
     code_digest,
     discard_if_changed,
+    train_tier,
 )
+from tests.conftest import make_store
 
 
 def leave_training(folder):
@@ -56,3 +68,45 @@ def test_training_code_is_the_train_and_models_packages():
         Path(spkid.train.__file__).parent.resolve(),
         Path(spkid.models.__file__).parent.resolve(),
     }
+
+
+class Tracker:
+    """Takes what train_tier logs, keeps nothing."""
+
+    def log_metrics(self, metrics, step):
+        pass
+
+    def log_params(self, params):
+        pass
+
+    def log_artifact(self, path, folder=None):
+        pass
+
+    def log_model(self, model):
+        pass
+
+
+def test_a_model_knows_only_its_trained_speakers(tmp_path):
+    """Held-out speakers are no class of the model; valid labels are the model's class ids."""
+    store_dir = make_store(tmp_path / "store", n_speakers=5, per_speaker=6)
+    store = open_store(store_dir)
+    split = split_utterances(store.speakers, store.sessions, SplitConfig(0.34, 0.4), seed=2)
+    assert split["heldout_speakers"] == ["spk1", "spk3"]  # so the trained ids are renumbered
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    model = ModelConfig(
+        encoder="transformer", d_model=16, layers=1, heads=2, ffn=32, pooling="mean", head="mlp"
+    )
+    recipe = Recipe(
+        segment=32, batch=4, lr=1e-3, weight_decay=0.0, warmup=0, steps=2, valid_every=2
+    )
+    config, split_file, best = TierConfig(model, recipe), tmp_path / "split.json", tmp_path / "m"
+    train_tier(config, Runtime(device="cpu"), store_dir, split_file, best, Tracker(), seed=0)
+    best = best / checkpoint.BEST
+    net, ckpt = checkpoint.load_model(best)
+    assert ckpt["speaker2id"] == {"spk0": 0, "spk2": 1, "spk4": 2}
+    assert ckpt["model_args"]["n_classes"] == 3
+    data = DeviceData(store, split["valid"], torch.device("cpu"), ckpt["speaker2id"])
+    assert sorted(set(data.labels.tolist())) == [0, 1, 2]
+    metrics = validate([best], store_dir, split_file, tmp_path / "v", "cpu")
+    pred = predict_logits(net, data, 4096).argmax(1)
+    assert metrics["top1"] == pytest.approx((pred == data.labels).double().mean().item())
