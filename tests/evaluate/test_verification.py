@@ -5,6 +5,7 @@ import pytest
 
 from spkid.config import ConfigError, build
 from spkid.data.split import SplitConfig
+from spkid.evaluate.bank import normalise
 from spkid.evaluate.embed import read_meta
 from spkid.evaluate.verification import (
     VerifyConfig,
@@ -49,8 +50,7 @@ def test_min_dcf_of_a_hand_computed_case():
 
 def test_asnorm_equals_its_formula_on_a_tiny_cohort():
     rng = np.random.default_rng(0)
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    emb, cohort = unit(rng.normal(size=(4, 3))), unit(rng.normal(size=(5, 3)))
+    emb, cohort = normalise(rng.normal(size=(4, 3))), normalise(rng.normal(size=(5, 3)))
     trials = np.array([[0, 1], [0, 2], [2, 3], [1, 3]])
     raw = cosine_scores(emb, trials)
     expected = []
