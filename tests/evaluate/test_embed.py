@@ -8,7 +8,13 @@ import torch
 from spkid.data.split import SplitConfig, split_utterances, trained_mapping
 from spkid.data.store import open_store
 from spkid.evaluate.bank import model_digest
-from spkid.evaluate.embed import embed_utterances, read_embeddings, read_meta, write_embeddings
+from spkid.evaluate.embed import (
+    embed_arrays,
+    embed_utterances,
+    read_embeddings,
+    read_meta,
+    write_embeddings,
+)
 from spkid.models import ModelConfig, SpeakerNet
 from spkid.train import checkpoint
 from spkid.train.config import Recipe, TierConfig
@@ -59,6 +65,15 @@ def test_embeddings_are_unit_length_and_ignore_padding(tiny_store):
     direct = torch.nn.functional.normalize(model.embed(*next(data.full_batches(1))[1:]), dim=1)
     first = int(next(data.full_batches(1))[0][0])
     torch.testing.assert_close(alone[first], direct[0])
+
+
+def test_arrays_outside_a_store_embed_as_in_one(tiny_store):
+    torch.manual_seed(0)
+    model = SpeakerNet(MODEL, 40, 4).eval()
+    store = open_store(tiny_store)
+    feats = [np.asarray(store.features(i)) for i in range(5)]
+    from_store = embed_utterances(model, DeviceData(store, np.arange(5), torch.device("cpu")), 4096)
+    np.testing.assert_allclose(embed_arrays(model, feats, "cpu"), from_store.numpy(), atol=1e-6)
 
 
 def test_the_embedding_folder_holds_valid_heldout_and_test(tmp_path):

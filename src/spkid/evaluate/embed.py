@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from spkid.atomic import atomic_path, write_csv, write_json
-from spkid.data.store import open_store
+from spkid.data.store import STORE_DTYPE, FeatureStore, open_store
 from spkid.evaluate.bank import model_digest
 from spkid.evaluate.infer import autocast
 from spkid.train.checkpoint import load_model
@@ -53,6 +53,35 @@ def embed_utterances(model, data: DeviceData, max_frames: int, precision: str = 
         out[index] = emb
     model.train(was_training)
     return out
+
+
+def embed_arrays(model, feats: list, device, max_frames: int = 65536, precision="fp32"):
+    """L2-normalised embeddings of feature arrays not in a store (enrolment, identification).
+
+    Args:
+        model: a SpeakerNet.
+        feats: N (T_i, n_mels) log-mel arrays, as the front end gives them (stored as
+            float16, as the training store holds them).
+        device: where to run.
+        max_frames, precision: as for embed_utterances.
+
+    Returns:
+        (N, E) float32 numpy array.
+    """
+    lengths = np.array([len(f) for f in feats], np.int64)
+    store = FeatureStore(
+        frames=np.concatenate(feats).astype(STORE_DTYPE),
+        uids=[str(i) for i in range(len(feats))],
+        speakers=[""] * len(feats),
+        sessions=[""] * len(feats),
+        offsets=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+        lengths=lengths,
+        labels=np.full(len(feats), -1, np.int64),
+        speaker2id={},
+        meta={},
+    )
+    data = DeviceData(store, np.arange(len(feats)), torch.device(device))
+    return embed_utterances(model, data, max_frames, precision).cpu().numpy()
 
 
 def write_embeddings(
