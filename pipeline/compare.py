@@ -1,33 +1,28 @@
 """Stage `compare`: every tier side by side (reports/tiers.md, reports/tiers.png)."""
 
 import json
-from pathlib import Path
 
 from pipeline.params import load_params, repo_root
 from spkid import tracking
 from spkid.evaluate.compare import tier_rows, write_comparison
+from spkid.params import ENSEMBLE, SUMMARY_FILE
 
 
 def main() -> None:
     params = load_params()
-    reports = Path(params["paths"]["reports"])
-    tiers = list(params["tiers"])
-    train = {t: json.loads((reports / "train" / t / "summary.json").read_text()) for t in tiers}
-    members = params["ensemble"]["members"]
-    train["ensemble"] = {
+    paths = params.paths
+    tiers = list(params.tiers)
+    train = {t: json.loads((paths.train_reports(t) / SUMMARY_FILE).read_text()) for t in tiers}
+    members = params.ensemble.members
+    train[ENSEMBLE] = {
         k: sum(train[m][k] for m in members) for k in ("parameters", "train_seconds", "steps")
     }
-    tiers.append("ensemble")  # its cost: the sum of its members'
-    valid = {t: json.loads((reports / "validate" / t / "metrics.json").read_text()) for t in tiers}
-    rows = tier_rows(tiers, train, valid, params["compare"]["course_kaggle"])
-    title = f"spkid tiers: source {params['source']['name']}, profile {params['profile']}"
-    write_comparison(rows, title, reports / "tiers.md", reports / "tiers.png")
-    tracking.log_comparison(
-        repo_root(),
-        params["mlflow"]["experiment"],
-        rows,
-        [reports / "tiers.md", reports / "tiers.png"],
-    )
+    tiers.append(ENSEMBLE)  # its cost: the sum of its members'
+    valid = {t: json.loads((paths.validate_reports(t) / "metrics.json").read_text()) for t in tiers}
+    rows = tier_rows(tiers, train, valid, params.compare.course_kaggle)
+    title = f"spkid tiers: source {params.source.name}, profile {params.profile}"
+    write_comparison(rows, title, *paths.comparison)
+    tracking.log_comparison(repo_root(), params.mlflow.experiment, rows, list(paths.comparison))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 split, the held-out speakers and the test set."""
 
 import sys
-from pathlib import Path
 
 from pipeline.params import load_params
 from spkid.evaluate.embed import write_embeddings
@@ -10,15 +9,15 @@ from spkid.evaluate.embed import write_embeddings
 
 def main(tier: str) -> None:
     params = load_params()
-    paths = params["paths"]
+    paths = params.paths
     write_embeddings(
-        Path(paths["models"]) / tier / "best.pt",
-        paths["features"] + "/train",
-        paths["features"] + "/test",
-        paths["split"],
-        Path(paths["embed"]) / tier,
-        device=params["train"]["device"],
-        max_frames=params["evaluate"]["max_frames"],
+        paths.best(tier),
+        paths.train_store,
+        paths.test_store,
+        paths.split,
+        paths.embeddings(tier),
+        device=params.train.device,
+        max_frames=params.evaluate.max_frames,
     )
 
 

@@ -1,52 +1,40 @@
 """Stage `ensemble`: the averaged log-probabilities of several tiers' kept checkpoints (`best.pt`),
 validated and predicted like one more tier (reports/{validate,predict}/ensemble)."""
 
-from pathlib import Path
-
 from pipeline.params import load_params, repo_root
 from spkid import tracking
-from spkid.config import check
 from spkid.evaluate.report import VALIDATE_FILES, predict, validate
+from spkid.params import ENSEMBLE
 
 
 def main() -> None:
     params = load_params()
-    paths, block = params["paths"], params["evaluate"]
-    members = params["ensemble"]["members"]
-    check(
-        isinstance(members, list) and len(members) >= 2 and set(members) <= set(params["tiers"]),
-        "ensemble.members",
-        f"needs two or more of the tiers {sorted(params['tiers'])}, got {members!r}",
-    )
-    checkpoints = [Path(paths["models"]) / m / "best.pt" for m in members]
-    reports = Path(paths["reports"])
-    out_dir, out_file = (
-        reports / "validate" / "ensemble",
-        reports / "predict" / "ensemble" / "submission.csv",
-    )
-    device = params["train"]["device"]
+    paths, block = params.paths, params.evaluate
+    checkpoints = [paths.best(m) for m in params.ensemble.members]
+    out_dir, out_file = paths.validate_reports(ENSEMBLE), paths.submission(ENSEMBLE)
+    device = params.train.device
     metrics = validate(
         checkpoints,
-        paths["features"] + "/train",
-        paths["split"],
+        paths.train_store,
+        paths.split,
         out_dir,
         device,
-        block["max_frames"],
+        block.max_frames,
     )
     predict(
         checkpoints,
-        paths["features"] + "/test",
+        paths.test_store,
         out_file,
         device,
-        block["max_frames"],
-        crops=block["test_crops"],
-        segment=block["crop_segment"],
+        block.max_frames,
+        crops=block.test_crops,
+        segment=block.crop_segment,
     )
     files = [out_dir / n for n in VALIDATE_FILES]
     tracking.log_stage_run(
         repo_root(),
-        params["mlflow"]["experiment"],
-        "ensemble",
+        params.mlflow.experiment,
+        ENSEMBLE,
         {f"validate/{k}": v for k, v in metrics.items()},
         [*files, out_file],
     )

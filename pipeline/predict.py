@@ -1,29 +1,26 @@
 """Stage `predict@<tier>`: the test set to a Kaggle submission (Id,Category)."""
 
 import sys
-from pathlib import Path
 
 from pipeline.params import load_params, repo_root
 from spkid import tracking
 from spkid.evaluate.report import predict
-from spkid.train.run import RUN_ID_FILE
 
 
 def main(tier: str) -> None:
     params = load_params()
-    paths, block = params["paths"], params["evaluate"]
-    model_dir = Path(paths["models"]) / tier
-    out_file = Path(paths["reports"]) / "predict" / tier / "submission.csv"
+    paths, block = params.paths, params.evaluate
+    out_file = paths.submission(tier)
     predict(
-        [model_dir / "best.pt"],
-        paths["features"] + "/test",
+        [paths.best(tier)],
+        paths.test_store,
         out_file,
-        device=params["train"]["device"],
-        max_frames=block["max_frames"],
-        crops=block["test_crops"],
-        segment=block["crop_segment"],
+        device=params.train.device,
+        max_frames=block.max_frames,
+        crops=block.test_crops,
+        segment=block.crop_segment,
     )
-    run = tracking.connect(repo_root(), (model_dir / RUN_ID_FILE).read_text().strip())
+    run = tracking.connect(repo_root(), paths.run_id(tier).read_text().strip())
     run.log_artifact(out_file, "predict")
 
 

@@ -2,19 +2,14 @@
 
 from pipeline.params import load_params
 from spkid.atomic import write_json
-from spkid.data.split import resolve_split, split_utterances
+from spkid.data.split import split_utterances
 from spkid.data.store import open_store
 
 
 def main() -> None:
     params = load_params()
-    store = open_store(params["paths"]["features"] + "/train")
-    split = split_utterances(
-        store.speakers,
-        store.sessions,
-        resolve_split(params["split"], params["profile"]),
-        seed=params["seed"],
-    )
+    store = open_store(params.paths.train_store)
+    split = split_utterances(store.speakers, store.sessions, params.split, seed=params.seed)
     counts = {
         "train": len(split["train"]),
         "valid": len(split["valid"]),
@@ -22,8 +17,8 @@ def main() -> None:
         "speakers": len(store.speaker2id),
         "heldout_speakers": len(split["heldout_speakers"]),
     }
-    write_json(params["paths"]["split"], split)
-    write_json(params["paths"]["reports"] + "/split.json", counts)
+    write_json(params.paths.split, split)
+    write_json(params.paths.split_counts, counts)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,8 @@ from pathlib import Path
 from pipeline.params import load_params, repo_root
 from spkid import tracking
 from spkid.atomic import write_csv, write_json, write_text
-from spkid.config import build
+from spkid.params import SUMMARY_FILE
 from spkid.train import distributed
-from spkid.train.config import Runtime, resolve_tier
 from spkid.train.run import (
     RUN_ID_FILE,
     TRAINING_CODE,
@@ -29,18 +28,18 @@ from spkid.train.run import (
 
 def main(tier: str) -> None:
     params = load_params()
-    paths = params["paths"]
-    config = resolve_tier(params["tiers"], tier, params["profile"])
-    runtime = build(Runtime, params["train"], "train")
-    out_dir = Path(paths["models"]) / tier
-    store = paths["features"] + "/train"
+    paths = params.paths
+    config = params.tier(tier)
+    runtime = params.train
+    out_dir = paths.tier_models(tier)
+    store = paths.train_store
     digest = json.loads(Path(store, "meta.json").read_text())["digest"]
     if not distributed.under_torchrun():  # changed params, data or code: no resume, a new run
         code = code_digest(TRAINING_CODE)
-        split = hashlib.sha256(Path(paths["split"]).read_bytes()).hexdigest()  # the classes too
+        split = hashlib.sha256(Path(paths.split).read_bytes()).hexdigest()  # the classes too
         settings = {
             "tier": asdict(config),
-            "seed": params["seed"],
+            "seed": params.seed,
             "digest": digest,
             "split": split,
             "code": code,
@@ -52,19 +51,17 @@ def main(tier: str) -> None:
     stage = f"train@{tier}"
     with (
         tracking.tier_run(
-            repo_root(), params["mlflow"]["experiment"], tier, stage, digest, read_run_id(out_dir)
+            repo_root(), params.mlflow.experiment, tier, stage, digest, read_run_id(out_dir)
         )
         if rank.rank == 0
         else contextlib.nullcontext(tracking.NullRun())
     ) as run:
         if rank.rank == 0:
             write_text(out_dir / RUN_ID_FILE, run.run_id)
-        summary = train_tier(
-            config, runtime, store, paths["split"], out_dir, run, params["seed"], rank
-        )
+        summary = train_tier(config, runtime, store, paths.split, out_dir, run, params.seed, rank)
     if rank.rank == 0:
-        reports = Path(paths["reports"]) / "train" / tier
-        write_json(reports / "summary.json", {**summary, "run_id": run.run_id})
+        reports = paths.train_reports(tier)
+        write_json(reports / SUMMARY_FILE, {**summary, "run_id": run.run_id})
         for part in ("train", "valid"):
             names, rows = run.history(part)
             write_csv(reports / f"{part}_curve.csv", ["step", *names], rows)

@@ -76,10 +76,15 @@ def clean_env() -> dict:
     return env
 
 
+def attempt(cmd, cwd, **kw) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in ``cwd`` with this venv first on PATH, whatever its exit status."""
+    env = {**clean_env(), **kw.pop("env", {})}
+    return subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+
+
 def run(cmd, cwd, **kw):
     """Run ``cmd`` in ``cwd`` with this venv first on PATH; fail loudly with its output."""
-    env = {**clean_env(), **kw.pop("env", {})}
-    done = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    done = attempt(cmd, cwd, **kw)
     assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 

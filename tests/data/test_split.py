@@ -1,11 +1,9 @@
 import numpy as np
 import pytest
 
-from spkid.config import ConfigError
 from spkid.data.split import (
     SplitConfig,
     heldout_speakers,
-    resolve_split,
     split_indices,
     split_utterances,
     trained_mapping,
@@ -75,18 +73,6 @@ def test_too_few_heldout_or_trained_speakers_is_refused(fraction, speakers):
     names = [f"s{i}" for i in range(speakers)]
     with pytest.raises(ValueError, match="split.heldout_speakers"):
         heldout_speakers(names, fraction, seed=0)
-
-
-def test_split_block_takes_its_profile_and_rejects_bad_keys():
-    block = {"valid_ratio": 0.1, "heldout_speakers": 0.0, "demo": {"heldout_speakers": 0.2}}
-    assert resolve_split(block, "demo") == SplitConfig(0.1, 0.2)
-    assert resolve_split(block, "course") == SplitConfig(0.1, 0.0)
-    with pytest.raises(ConfigError, match=r"split: unknown key\(s\) \['heldout'\]"):
-        resolve_split({"valid_ratio": 0.1, "heldout": 0.2}, "demo")
-    with pytest.raises(ConfigError, match="split.heldout_speakers: must be in"):
-        resolve_split({"valid_ratio": 0.1, "heldout_speakers": 1.0}, "course")
-    with pytest.raises(ConfigError, match="profile"):
-        resolve_split(block, "laptop")
 
 
 def test_trained_mapping_renumbers_the_trained_speakers_in_store_order():

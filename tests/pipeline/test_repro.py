@@ -119,4 +119,4 @@ def test_params_keys_are_all_read(reproduced):
     code = "".join(p.read_text() for p in (reproduced / "pipeline").glob("*.py"))
     dvc = (reproduced / "dvc.yaml").read_text()
     for key in params:
-        assert f'"{key}"' in code or f"- {key}" in dvc, key
+        assert f"params.{key}" in code or f"- {key}" in dvc, key

@@ -32,6 +32,8 @@ import numpy as np
 import soundfile as sf
 from scipy import fft, signal
 
+from spkid.config import check
+
 # Seed streams: the first words of every SeedSequence entropy, so that the speaker traits, the
 # utterances and the test shuffle of one seed never share a random stream.
 TRAITS_STREAM = 0
@@ -172,6 +174,17 @@ class DemoConfig:
     max_seconds: float = 4.0
     sample_rate: int = 16000
     seed: int = 0
+
+    def __post_init__(self):
+        for name in ("n_speakers", "train_per_speaker", "sample_rate"):
+            value = getattr(self, name)
+            check(value > 0, f"demo.{name}", f"must be positive, got {value}")
+        check(self.test_per_speaker >= 0, "demo.test_per_speaker", "must be >= 0")
+        check(
+            0 < self.min_seconds <= self.max_seconds,
+            "demo.min_seconds",
+            f"must be in (0, max_seconds = {self.max_seconds}], got {self.min_seconds}",
+        )
 
 
 @dataclass(frozen=True)

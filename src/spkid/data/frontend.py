@@ -20,6 +20,7 @@ import soundfile
 import torch
 import torchaudio
 
+from spkid.config import check
 from spkid.data.errors import InputError
 
 AMPLITUDE_DB = 20.0  # dB per decade of amplitude
@@ -57,6 +58,37 @@ class FrontEnd:
     n_mels: int = 40
     trim_silence: bool = True
     min_frames: int = 1
+
+    def __post_init__(self):
+        for name in ("sample_rate", "n_fft", "hop_length", "silence_duration", "min_frames"):
+            check(
+                getattr(self, name) > 0,
+                f"frontend.{name}",
+                f"must be positive, got {getattr(self, name)}",
+            )
+        n_freqs = self.n_fft // 2 + 1  # the STFT's frequency bins, each mel band needs some
+        check(
+            1 <= self.n_mels <= n_freqs,
+            "frontend.n_mels",
+            f"must be in [1, n_fft // 2 + 1 = {n_freqs}], got {self.n_mels}",
+        )
+        nyquist = self.sample_rate / 2
+        check(
+            0 <= self.f_min < nyquist,
+            "frontend.f_min",
+            f"must be in [0, {nyquist}) Hz, got {self.f_min}",
+        )
+        check(
+            self.hop_length <= self.n_fft,
+            "frontend.hop_length",
+            f"must be <= n_fft = {self.n_fft}, got {self.hop_length}",
+        )
+        check(
+            0 <= self.silence_threshold <= PERCENT,
+            "frontend.silence_threshold",
+            f"must be in [0, 100] percent, got {self.silence_threshold}",
+        )
+        check(self.norm_db <= 0, "frontend.norm_db", f"must be <= 0 dBFS, got {self.norm_db}")
 
     def as_dict(self) -> dict:
         """The settings as a plain dict (for logging as parameters)."""

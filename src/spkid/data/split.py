@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spkid.config import build, check, profiled
+from spkid.config import check
 
 MIN_HELDOUT = 2  # held-out speakers: verification needs non-target pairs, open-set an impostor
 MIN_TRAINED = 2  # trained speakers: a classifier needs two classes
@@ -14,7 +14,8 @@ MIN_TRAINED = 2  # trained speakers: a classifier needs two classes
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """The ``split`` block, resolved for a profile.
+    """The ``split`` block, resolved for a profile (its ``demo`` and ``course`` sub-blocks
+    override these keys; see spkid.params.parse_params).
 
     Args:
         valid_ratio: fraction of each trained speaker's utterances that goes to valid, in [0, 1).
@@ -29,11 +30,6 @@ class SplitConfig:
         for name in ("valid_ratio", "heldout_speakers"):
             value = getattr(self, name)
             check(0.0 <= value < 1.0, f"split.{name}", f"must be in [0, 1), got {value}")
-
-
-def resolve_split(block: dict, profile: str) -> SplitConfig:
-    """The params ``split`` block with its ``profile`` overrides merged in."""
-    return build(SplitConfig, profiled(block, profile, "split"), "split")
 
 
 def heldout_speakers(speakers, fraction: float, seed: int) -> list:

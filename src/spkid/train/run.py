@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -74,6 +75,22 @@ def read_run_id(out_dir) -> str | None:
     return None
 
 
+def warn_if_segment_too_long(segment: int, lengths) -> None:
+    """Warn when ``recipe.segment`` exceeds every training utterance: every crop is padded.
+
+    Args:
+        segment: the recipe's crop length, frames.
+        lengths: (U,) int ndarray, frames of each training utterance.
+    """
+    longest = int(lengths.max(initial=0))
+    if segment > longest:
+        warnings.warn(
+            f"recipe.segment: {segment} frames is longer than every training utterance "
+            f"(the longest has {longest} frames): every crop is padded",
+            stacklevel=2,
+        )
+
+
 def train_tier(
     config: TierConfig,
     runtime: Runtime,
@@ -105,6 +122,7 @@ def train_tier(
     device = pick_device(runtime.device, rank.local)
     store = open_store(store_dir)
     split = json.loads(Path(split_file).read_text())
+    warn_if_segment_too_long(config.recipe.segment, store.lengths[split["train"]])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     precision = runtime.precision if device.type == "cuda" else "fp32"
