@@ -63,6 +63,8 @@ def tiny_params(params: dict) -> dict:
         n_speakers=4, train_per_speaker=6, test_per_speaker=2, min_seconds=1.0, max_seconds=1.5
     )
     params["split"]["valid_ratio"] = 0.25
+    params["split"]["demo"]["heldout_speakers"] = 0.5  # 2 speakers trained, 2 for verify
+    params["verify"]["enroll"] = 3  # of each held-out speaker's 6 utterances
     for tier in params["tiers"].values():
         tier["demo"]["recipe"].update(TINY_STEPS, segment=48)
         tiny = {"d_model": 16, "layers": 1}

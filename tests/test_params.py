@@ -19,12 +19,12 @@ PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 # (a block's dotted name, the valid keys the message must list) for every mapping block
 BLOCKS = [
     ("", ["compare", "ensemble", "evaluate", "features", "mlflow", "paths", "profile", "seed"]),
-    ("paths", ["features", "models", "reports", "split"]),
+    ("paths", ["embed", "features", "models", "reports", "split"]),
     ("source", ["demo", "dir", "name", "test_dir"]),
     ("source.demo", ["max_seconds", "min_seconds", "n_speakers", "seed"]),
     ("features", ["frontend", "on_error", "workers"]),
     ("features.frontend", ["hop_length", "n_fft", "n_mels", "sample_rate"]),
-    ("split", ["valid_ratio"]),
+    ("split", ["heldout_speakers", "valid_ratio"]),
     ("train", ["compile", "device", "devices", "precision", "threads"]),
     ("mlflow", ["experiment"]),
     ("tiers.boss", ["model", "recipe"]),
@@ -33,6 +33,7 @@ BLOCKS = [
     ("tiers.boss.recipe.specaug", ["freq_masks", "time_width"]),
     ("ensemble", ["members"]),
     ("evaluate", ["crop_segment", "max_frames", "test_crops"]),
+    ("verify", ["cohort_top", "enroll", "false_alarm", "nontarget_trials", "target_trials"]),
 ]
 
 # (dotted key, bad value, what the message must say after "<key>: "); a tier's key is named
@@ -58,6 +59,8 @@ BAD_VALUES = [
     ("features.frontend.silence_threshold", 150.0, "must be in [0, 100] percent, got 150.0"),
     ("features.frontend.trim_silence", "yes", "expected bool, got 'yes'"),
     ("split.valid_ratio", 1.5, "must be in [0, 1), got 1.5"),
+    ("split.demo.heldout_speakers", 1.0, "must be in [0, 1), got 1.0"),
+    ("split.demo", 0.2, "expected a mapping, got float"),
     ("train.precision", "fp8", "'fp8' is not one of ['auto', 'bf16', 'fp16', 'fp32']"),
     ("mlflow.experiment", "", "must not be empty"),
     ("tiers.boss.model.pooling", "max", "'max' is not one of ['mean', 'sap', 'asp', 'casp']"),
@@ -71,6 +74,9 @@ BAD_VALUES = [
     ("ensemble.members.1", 3, "expected str, got 3"),
     ("evaluate.max_frames", 0, "must be positive, got 0"),
     ("evaluate.test_crops", -2, "must be >= 0 (0: full length), got -2"),
+    ("verify.false_alarm", 1.5, "must be in (0, 1), got 1.5"),
+    ("verify.enroll", 0, "must be at least 1"),
+    ("verify.cohort_top", "many", "expected int, got 'many'"),
     ("compare.course_kaggle", {"giant": 0.9}, "unknown tier(s) ['giant']; valid: ["),
     ("compare.course_kaggle.boss", 86.5, "must be in [0, 1], got 86.5"),
     ("compare.registered_model", "", "must not be empty"),
@@ -118,7 +124,7 @@ def test_an_unknown_key_is_named_with_the_valid_keys(block, valid):
 def test_a_bad_value_is_named_by_its_dotted_key(key, value, reason):
     with pytest.raises(ConfigError) as caught:
         parse_params(edited(key, value))
-    named = re.sub(r"^(tiers\.\w+)\.demo\.", r"\1.", key)
+    named = re.sub(r"^(tiers\.\w+|split)\.demo\.", r"\1.", key)
     assert str(caught.value).startswith(f"{named}: {reason}"), str(caught.value)
 
 
@@ -162,3 +168,9 @@ def test_every_params_key_is_checked_and_read():
     read = r"\.{}\b(?!\s*:)(?!\s*=[^=])"  # an attribute, neither declared nor assigned
     unread = [k for k in fields if not re.search(read.format(k.rpartition(".")[2]), code)]
     assert not unread
+
+
+def test_the_split_block_takes_its_profile():
+    assert parse_params(PARAMS).split.heldout_speakers == 0.2  # the demo's held-out speakers
+    assert parse_params({**PARAMS, "profile": "course"}).split.heldout_speakers == 0.0
+    assert parse_params(PARAMS).paths.embeddings("boss") == Path("data/embed/boss")

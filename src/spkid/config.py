@@ -11,6 +11,7 @@ import types
 import typing
 
 TOP = "params.yaml"  # how messages name the top level
+PROFILES = ("demo", "course")  # the budgets a params block may override keys for
 
 
 class ConfigError(ValueError):
@@ -124,3 +125,23 @@ def merge(base: dict, override: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def profiled(block: dict, profile: str, where: str) -> dict:
+    """``block`` without its profile sub-blocks, the ``profile`` one merged in.
+
+    Args:
+        block: a params block, e.g. {valid_ratio: 0.1, demo: {...}, course: {...}}.
+        profile: demo or course.
+        where: the block's name, for error messages.
+    """
+    check(profile in PROFILES, "profile", f"{profile!r} is not one of {list(PROFILES)}")
+    check(isinstance(block, dict), where, f"expected a mapping, got {type(block).__name__}")
+    override = block.get(profile) or {}
+    check(
+        isinstance(override, dict),
+        f"{where}.{profile}",
+        f"expected a mapping, got {type(override).__name__}",
+    )
+    base = {k: v for k, v in block.items() if k not in PROFILES}
+    return merge(base, override)

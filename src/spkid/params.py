@@ -1,8 +1,9 @@
 """The whole of params.yaml, checked: one frozen dataclass per block, ``Params`` on top.
 
 Blocks whose settings a library function takes whole keep their dataclass beside it
-(``source``: SourceConfig, ``features.frontend``: FrontEnd, ``train``: Runtime, a tier's
-model and recipe: TierConfig); the rest live here. ``Paths`` is the one place where
+(``source``: SourceConfig, ``features.frontend``: FrontEnd, ``split``: SplitConfig,
+``train``: Runtime, a tier's model and recipe: TierConfig, ``verify``: VerifyConfig); the
+rest live here. ``Paths`` is the one place where
 output paths are joined. The blocks defined here have no defaults: params.yaml names
 every key.
 """
@@ -10,12 +11,14 @@ every key.
 from dataclasses import dataclass
 from pathlib import Path
 
-from spkid.config import build, check
+from spkid.config import PROFILES, build, check, profiled
 from spkid.data.frontend import FrontEnd
 from spkid.data.sources import SourceConfig
+from spkid.data.split import SplitConfig
 from spkid.data.store import ON_ERROR
+from spkid.evaluate.verification import VerifyConfig
 from spkid.train.checkpoint import BEST
-from spkid.train.config import PROFILES, Runtime, TierConfig, resolve_tier
+from spkid.train.config import Runtime, TierConfig, resolve_tier
 from spkid.train.run import RUN_ID_FILE
 
 SUMMARY_FILE = "summary.json"  # a tier's training summary, beside its curves
@@ -32,15 +35,17 @@ class Paths:
         split: the split's JSON file.
         models: the tiers' checkpoint folders (models/<tier>/).
         reports: metrics, curves, submissions and the tier table.
+        embed: the tiers' embedding folders (embed/<tier>/).
     """
 
     features: str
     split: str
     models: str
     reports: str
+    embed: str
 
     def __post_init__(self):
-        for name in ("features", "split", "models", "reports"):
+        for name in ("features", "split", "models", "reports", "embed"):
             check(bool(getattr(self, name)), f"paths.{name}", "must not be empty")
 
     @property
@@ -76,6 +81,14 @@ class Paths:
         """A tier's (or the ensemble's) validation metrics and plots."""
         return Path(self.reports) / "validate" / tier
 
+    def embeddings(self, tier: str) -> Path:
+        """A tier's embedding folder (valid, held-out and test utterances)."""
+        return Path(self.embed) / tier
+
+    def verify_reports(self, tier: str) -> Path:
+        """A tier's verification and open-set metrics and DET curve."""
+        return Path(self.reports) / "verify" / tier
+
     def submission(self, tier: str) -> Path:
         """A tier's (or the ensemble's) Kaggle submission."""
         return Path(self.reports) / "predict" / tier / SUBMISSION_FILE
@@ -110,20 +123,6 @@ class Features:
             self.workers >= 0,
             "features.workers",
             f"must be >= 0 (0: every core), got {self.workers}",
-        )
-
-
-@dataclass(frozen=True)
-class Split:
-    """The ``split`` block: each speaker's share of utterances held out for validation."""
-
-    valid_ratio: float
-
-    def __post_init__(self):
-        check(
-            0.0 <= self.valid_ratio < 1.0,
-            "split.valid_ratio",
-            f"must be in [0, 1), got {self.valid_ratio}",
         )
 
 
@@ -194,8 +193,8 @@ class Params:
     Args:
         profile: demo or course: which of each tier's overrides apply.
         seed: the base seed (split, training).
-        paths, source, features, split, train, mlflow, ensemble, evaluate, compare: the
-            blocks, as above.
+        paths, source, features, split, train, mlflow, ensemble, evaluate, verify, compare:
+            the blocks, as above (split resolved for the profile).
         tiers: {tier: {model, recipe, demo, course}}, each checked when ``Params`` is built.
     """
 
@@ -204,12 +203,13 @@ class Params:
     paths: Paths
     source: SourceConfig
     features: Features
-    split: Split
+    split: SplitConfig
     train: Runtime
     mlflow: Mlflow
     tiers: dict
     ensemble: Ensemble
     evaluate: Evaluate
+    verify: VerifyConfig
     compare: Compare
 
     def __post_init__(self):
@@ -243,7 +243,12 @@ class Params:
 def parse_params(data) -> Params:
     """params.yaml's plain data (as yaml.safe_load gives it) to ``Params``.
 
+    The ``split`` block's profile overrides (``split.demo``, ``split.course``) are merged in
+    first, for ``profile``.
+
     Raises:
         ConfigError: an unknown key or a bad value, named by its dotted path.
     """
+    if isinstance(data, dict) and isinstance(data.get("split"), dict):
+        data = {**data, "split": profiled(data["split"], data.get("profile"), "split")}
     return build(Params, data)

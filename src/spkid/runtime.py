@@ -86,9 +86,17 @@ class DeviceData:
         store: the feature store.
         indices: (U,) utterances taken from it.
         device: where the frames live (the whole set is moved once).
+        speaker2id: the model's class ids (labels -1 for speakers it lacks); None: the
+            store's own mapping.
     """
 
-    def __init__(self, store: FeatureStore, indices: np.ndarray, device: torch.device):
+    def __init__(
+        self,
+        store: FeatureStore,
+        indices: np.ndarray,
+        device: torch.device,
+        speaker2id: dict | None = None,
+    ):
         indices = np.asarray(indices, dtype=np.int64)
         lengths = store.lengths[indices]
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -101,7 +109,10 @@ class DeviceData:
         )  # (F, n_mels) f16
         self.offsets = torch.from_numpy(offsets).to(device)
         self.lengths = torch.from_numpy(lengths).to(device)
-        self.labels = torch.from_numpy(store.labels[indices]).to(device)
+        labels = store.labels[indices]
+        if speaker2id is not None:
+            labels = np.array([speaker2id.get(store.speakers[i], -1) for i in indices], np.int64)
+        self.labels = torch.from_numpy(labels).to(device)
         self.uids = [store.uids[i] for i in indices]
         self.device = device
 

@@ -35,6 +35,16 @@ def test_repro_writes_every_output(reproduced):
         assert counts == {"rows": 8, "rejected": 0}
         assert {r[1] for r in rows[1:]} <= {f"spk{i:03d}" for i in range(4)} | {"spk000"}
         assert (root / f"reports/validate/{tier}/worst_speakers.png").stat().st_size > 1000
+    split = json.loads((root / "reports/split.json").read_text())
+    assert (split["speakers"], split["heldout_speakers"], split["heldout"]) == (4, 2, 12)
+    for tier in TIERS:
+        embed = json.loads((root / f"data/embed/{tier}/meta.json").read_text())
+        assert (embed["valid"], embed["heldout"], embed["test"]) == (split["valid"], 12, 8)
+        verify = json.loads((root / f"reports/verify/{tier}/metrics.json").read_text())
+        assert verify["trials"] == {"target": 30, "nontarget": 36, "speakers": 2, "utterances": 12}
+        assert set(verify["cosine"]) == {"eer", "mindcf_p01", "mindcf_p05"}
+        assert verify["openset"]["genuine_probes"] == 3 and "dir_fa01" in verify["openset"]
+        assert (root / f"reports/verify/{tier}/det.png").stat().st_size > 1000
     ensemble = json.loads((root / "reports/validate/ensemble/metrics.json").read_text())
     assert set(ensemble) >= {"top1", "loss"}
     with open(root / "reports/predict/ensemble/submission.csv") as f:
@@ -75,12 +85,15 @@ def test_repro_honours_the_mlflow_contract(reproduced):
             "validate/top1",
             "predict/rows",
             "predict/rejected",
+            "verify/cosine.eer",
+            "verify/asnorm.mindcf_p01",
+            "verify/openset.dir_fa01",
         ):
             assert key in r.data.metrics, key
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
         assert steps == sorted(set(steps)) and steps[-1] == TINY_STEPS["steps"]
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"checkpoints", "validate", "predict"} <= artifacts
+        assert {"checkpoints", "validate", "predict", "verify"} <= artifacts
         ckpts = {a.path for a in client.list_artifacts(r.info.run_id, "checkpoints")}
         assert ckpts == {"checkpoints/best.pt", "checkpoints/last.pt"}
         assert r.info.artifact_uri.startswith("file:///") and str(reproduced) in r.info.artifact_uri
@@ -107,6 +120,7 @@ def test_logged_model_loads_and_scores(reproduced):
     feats = [np.random.default_rng(0).normal(size=(n, 40)).tolist() for n in (60, 30)]
     out = model.predict(pd.DataFrame({"features": feats}), params={"top_k": 2})
     assert len(out) == 2 and all(len(k) == 2 for k in out.top_k_speakers)
+    assert len(set().union(*out.top_k_speakers)) == 2  # the trained speakers: 2 of 4 are held out
 
 
 def test_params_keys_are_all_read(reproduced):

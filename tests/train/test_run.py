@@ -3,10 +3,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
+from spkid.data.split import SplitConfig, split_utterances
+from spkid.data.store import open_store
+from spkid.evaluate.report import validate
 from spkid.models import ModelConfig
+from spkid.runtime import DeviceData, predict_logits
+from spkid.tracking import NullRun
 from spkid.train import checkpoint
 from spkid.train.config import Recipe, Runtime, TierConfig
 from spkid.train.run import (
@@ -17,10 +23,11 @@ from spkid.train.run import (
     code_digest,
     discard_if_changed,
     prepare,
+    train_tier,
     training_code,
     training_settings,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, make_store
 
 LEFTOVERS = (checkpoint.LAST, checkpoint.BEST, RUN_ID_FILE, METRICS_FILE)
 
@@ -134,3 +141,29 @@ def test_a_readable_last_checkpoint_resumes(tmp_path):
     torch.save({"format": checkpoint.FORMAT, "step": 3}, tmp_path / checkpoint.LAST)
     prepare(tmp_path, {})
     assert all((tmp_path / n).exists() for n in LEFTOVERS)
+
+
+def test_a_model_knows_only_its_trained_speakers(tmp_path):
+    """Held-out speakers are no class of the model; valid labels are the model's class ids."""
+    store_dir = make_store(tmp_path / "store", n_speakers=5, per_speaker=6)
+    store = open_store(store_dir)
+    split = split_utterances(store.speakers, store.sessions, SplitConfig(0.34, 0.4), seed=2)
+    assert split["heldout_speakers"] == ["spk1", "spk3"]  # so the trained ids are renumbered
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    model = ModelConfig(
+        encoder="transformer", d_model=16, layers=1, heads=2, ffn=32, pooling="mean", head="mlp"
+    )
+    recipe = Recipe(
+        segment=32, batch=4, lr=1e-3, weight_decay=0.0, warmup=0, steps=2, valid_every=2
+    )
+    config, split_file, best = TierConfig(model, recipe), tmp_path / "split.json", tmp_path / "m"
+    train_tier(config, Runtime(device="cpu"), store_dir, split_file, best, NullRun(), seed=0)
+    best = best / checkpoint.BEST
+    net, ckpt = checkpoint.load_model(best)
+    assert ckpt["speaker2id"] == {"spk0": 0, "spk2": 1, "spk4": 2}
+    assert ckpt["model_args"]["n_classes"] == 3
+    data = DeviceData(store, split["valid"], torch.device("cpu"), ckpt["speaker2id"])
+    assert sorted(set(data.labels.tolist())) == [0, 1, 2]
+    metrics = validate([best], store_dir, split_file, tmp_path / "v", "cpu")
+    pred = predict_logits(net, data, 4096).argmax(1)
+    assert metrics["top1"] == pytest.approx((pred == data.labels).double().mean().item())

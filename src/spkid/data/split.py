@@ -1,8 +1,97 @@
-"""Speaker-stratified train/valid split, grouped by session where sessions are known."""
+"""Speaker-stratified train/valid split, grouped by session where sessions are known, with
+whole speakers optionally held out of training (for verification and open-set tests)."""
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
+
+from spkid.config import check
+
+MIN_HELDOUT = 2  # held-out speakers: verification needs non-target pairs, open-set an impostor
+MIN_TRAINED = 2  # trained speakers: a classifier needs two classes
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """The ``split`` block, resolved for a profile (its ``demo`` and ``course`` sub-blocks
+    override these keys; see spkid.params.parse_params).
+
+    Args:
+        valid_ratio: fraction of each trained speaker's utterances that goes to valid, in [0, 1).
+        heldout_speakers: fraction of the speakers kept wholly out of training and valid,
+            in [0, 1); 0 (the course's closed set) holds none out.
+    """
+
+    valid_ratio: float
+    heldout_speakers: float = 0.0
+
+    def __post_init__(self):
+        for name in ("valid_ratio", "heldout_speakers"):
+            value = getattr(self, name)
+            check(0.0 <= value < 1.0, f"split.{name}", f"must be in [0, 1), got {value}")
+
+
+def heldout_speakers(speakers, fraction: float, seed: int) -> list:
+    """The speakers kept out of training: ``round(fraction * S)`` of the S distinct ones,
+    drawn by ``seed``.
+
+    Args:
+        speakers: (U,) speaker name per utterance.
+        fraction: in [0, 1); 0 holds none out.
+        seed: drawing seed.
+
+    Returns:
+        the held-out speaker names, sorted.
+    """
+    names = sorted(set(speakers))
+    count = round(fraction * len(names))
+    if fraction > 0 and not (count >= MIN_HELDOUT and len(names) - count >= MIN_TRAINED):
+        raise ValueError(
+            f"split.heldout_speakers {fraction} of {len(names)} speakers holds out {count}: "
+            f"at least {MIN_HELDOUT} must be held out and {MIN_TRAINED} trained"
+        )
+    picked = np.random.default_rng(seed).choice(len(names), count, replace=False)
+    return sorted(names[i] for i in picked)
+
+
+def split_utterances(speakers, sessions, config: SplitConfig, seed: int) -> dict:
+    """Held-out speakers first (all their utterances), then the train/valid split of the rest.
+
+    Args:
+        speakers, sessions: (U,) per utterance, as for split_indices.
+        config: the split block.
+        seed: base seed.
+
+    Returns:
+        {"train", "valid", "heldout": sorted utterance index lists, "heldout_speakers": names};
+        without held-out speakers train and valid are split_indices' on every utterance.
+    """
+    held = set(heldout_speakers(speakers, config.heldout_speakers, seed))
+    kept = np.array([i for i, s in enumerate(speakers) if s not in held], dtype=np.int64)
+    train, valid = split_indices(
+        [speakers[i] for i in kept], [sessions[i] for i in kept], config.valid_ratio, seed
+    )
+    return {
+        "train": kept[train].tolist(),
+        "valid": kept[valid].tolist(),
+        "heldout": [i for i, s in enumerate(speakers) if s in held],
+        "heldout_speakers": sorted(held),
+    }
+
+
+def trained_mapping(speaker2id: dict, speakers) -> dict:
+    """``speaker2id`` restricted to ``speakers`` and renumbered 0..C-1 in its own order: the
+    class ids of a model trained on those speakers (the store's own mapping when every
+    speaker is trained).
+
+    Args:
+        speaker2id: the store's mapping.
+        speakers: the trained speakers' names (any iterable, repeats allowed).
+    """
+    kept = set(speakers)
+    order = sorted((i, s) for s, i in speaker2id.items() if s in kept)
+    return {s: k for k, (_i, s) in enumerate(order)}
 
 
 def split_indices(speakers, sessions, valid_ratio: float, seed: int) -> tuple:

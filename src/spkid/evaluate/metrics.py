@@ -16,9 +16,12 @@ def classification_metrics(logp: np.ndarray, labels: np.ndarray) -> dict:
     n_classes = logp.shape[1]
     classes = np.arange(n_classes)
     pred = logp.argmax(1)
+    top5 = (  # scikit-learn takes 2 classes for a binary task: top-2 of 2 is always right
+        top_k_accuracy_score(labels, logp, k=TOP_K, labels=classes) if n_classes > TOP_K else 1.0
+    )
     return {
         "top1": float(accuracy_score(labels, pred)),
-        "top5": float(top_k_accuracy_score(labels, logp, k=min(TOP_K, n_classes), labels=classes)),
+        "top5": float(top5),
         "macro_f1": float(
             f1_score(labels, pred, average="macro", labels=np.unique(labels), zero_division=0)
         ),

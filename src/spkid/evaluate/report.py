@@ -35,15 +35,16 @@ def _scores(
     dev = pick_device(device)
     store = open_store(store_dir)
     indices = np.arange(len(store)) if indices is None else np.asarray(indices)
-    data = DeviceData(store, indices, dev)
-    total, first = 0.0, None
-    for path in checkpoints:
-        model, ckpt = load_model(path, dev)
-        first = first or (path, ckpt)
+    models = [load_model(path, dev) for path in checkpoints]
+    first = (checkpoints[0], models[0][1])
+    for path, (_model, ckpt) in zip(checkpoints, models):
         if ckpt["speaker2id"] != first[1]["speaker2id"]:
             raise ValueError(
                 f"{path}: its speakers differ from those of {first[0]}; an ensemble needs models of one store"
             )
+    data = DeviceData(store, indices, dev, first[1]["speaker2id"])  # labels: the model's ids
+    total = 0.0
+    for model, _ckpt in models:
         total = total + predict_logits(model, data, max_frames, precision, crops, segment)
     logp = (total / len(checkpoints)).log_softmax(-1)  # mean log-probability, renormalised
     return logp.cpu().numpy(), data, first[1]

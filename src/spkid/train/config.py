@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
-from spkid.config import build, check, merge
+from spkid.config import build, check, profiled
 from spkid.models import ModelConfig
 from spkid.runtime import PRECISIONS
 
@@ -102,9 +102,6 @@ class TierConfig:
     recipe: Recipe
 
 
-PROFILES = ("demo", "course")
-
-
 def resolve_tier(tiers: dict, tier: str, profile: str) -> TierConfig:
     """Tier ``tier`` of the params ``tiers`` block with its ``profile`` overrides merged in.
 
@@ -114,7 +111,4 @@ def resolve_tier(tiers: dict, tier: str, profile: str) -> TierConfig:
         profile: demo or course: which overrides apply.
     """
     check(tier in tiers, "tiers", f"unknown tier {tier!r}; valid: {sorted(tiers)}")
-    check(profile in PROFILES, "profile", f"{profile!r} is not one of {list(PROFILES)}")
-    block = tiers[tier]
-    base = {k: v for k, v in block.items() if k not in PROFILES}
-    return build(TierConfig, merge(base, block.get(profile) or {}), f"tiers.{tier}")
+    return build(TierConfig, profiled(tiers[tier], profile, f"tiers.{tier}"), f"tiers.{tier}")

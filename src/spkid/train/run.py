@@ -13,6 +13,7 @@ import torch
 
 from spkid.atomic import write_json
 from spkid.data.errors import InputError
+from spkid.data.split import trained_mapping
 from spkid.data.store import open_store
 from spkid.models import count_parameters
 from spkid.runtime import DeviceData, pick_device
@@ -171,7 +172,8 @@ def train_tier(
         config: the resolved tier.
         runtime: device, precision, compile.
         store_dir: the training feature store.
-        split_file: JSON with ``train`` and ``valid`` index lists.
+        split_file: JSON with ``train`` and ``valid`` index lists; the model's classes are
+            the speakers of ``train`` (held-out speakers have none).
         out_dir: checkpoints (kept between runs: DVC ``persist``).
         tracker: has log_metrics(dict, step), log_params(dict), log_artifact(path),
             log_data(store_dir, split), log_model(checkpoints, frontend).
@@ -189,11 +191,12 @@ def train_tier(
     warn_if_segment_too_long(config.recipe.segment, store.lengths[split["train"]])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    speaker2id = trained_mapping(store.speaker2id, (store.speakers[i] for i in split["train"]))
     trainer = Trainer(
         config,
-        DeviceData(store, split["train"], device),
-        DeviceData(store, split["valid"], device),
-        store.speaker2id,
+        DeviceData(store, split["train"], device, speaker2id),
+        DeviceData(store, split["valid"], device, speaker2id),
+        speaker2id,
         out_dir,
         tracker.log_metrics,
         seed,
