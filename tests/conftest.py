@@ -124,7 +124,8 @@ def make_project(tmp_path):
         root,
     )
     run([sys.executable, "-m", "dvc", "init", "-q"], root)
-    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # analytics off, plots
+    shutil.copytree(REPO / "plots", root / "plots", ignore=shutil.ignore_patterns("vendor"))
     run(["git", "add", "-A"], root)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"], root)
     return root
