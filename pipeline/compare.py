@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pipeline.params import load_params, repo_root
 from spkid import tracking
-from spkid.evaluate.compare import tier_rows, write_comparison
+from spkid.evaluate.compare import paired, read_correct, tier_rows, write_comparison
 
 
 def main() -> None:
@@ -19,9 +19,12 @@ def main() -> None:
     }
     tiers.append("ensemble")  # its cost: the sum of its members'
     valid = {t: json.loads((reports / "validate" / t / "metrics.json").read_text()) for t in tiers}
-    rows = tier_rows(tiers, train, valid, params["compare"]["course_kaggle"])
+    sources = {t: reports / "validate" / t / "predictions.csv" for t in tiers}
+    right = paired({t: read_correct(f) for t, f in sources.items()}, tiers, sources)
+    rows = tier_rows(tiers, train, valid, right, params["compare"]["course_kaggle"])
     title = f"spkid tiers: source {params['source']['name']}, profile {params['profile']}"
-    write_comparison(rows, title, reports / "tiers.md", reports / "tiers.png")
+    utterances = len(right[tiers[0]])
+    write_comparison(rows, title, utterances, reports / "tiers.md", reports / "tiers.png")
     tracking.log_comparison(
         repo_root(),
         params["mlflow"]["experiment"],
