@@ -157,7 +157,8 @@ def write_comparison(rows: list, title: str, utterances: int, md_path, png_path)
     fig, ax = p.subplots(figsize=(7, 4))
     x = np.arange(len(rows))
     top1 = np.array([r["top1"] for r in rows])
-    spread = [top1 - [r["top1_low"] for r in rows], [r["top1_high"] for r in rows] - top1]
+    low, high = (np.array([r[k] for r in rows]) for k in ("top1_low", "top1_high"))
+    spread = np.clip([top1 - low, high - top1], 0, None)  # top1 is the interval's own proportion
     ax.bar(x - 0.2, top1, 0.4, yerr=spread, capsize=3, label="valid top-1, 95 % interval")
     ax.bar(x + 0.2, [r["baseline"] or 0 for r in rows], 0.4, label="course Kaggle")
     ax.set_xticks(list(x), [r["tier"] for r in rows])
