@@ -4,7 +4,7 @@ import json
 
 from pipeline.params import load_params, repo_root
 from spkid import tracking
-from spkid.evaluate.compare import tier_rows, write_comparison
+from spkid.evaluate.compare import paired, read_correct, tier_rows, write_comparison
 from spkid.params import ENSEMBLE, SUMMARY_FILE
 
 
@@ -19,9 +19,11 @@ def main() -> None:
     }
     tiers.append(ENSEMBLE)  # its cost: the sum of its members'
     valid = {t: json.loads((paths.validate_reports(t) / "metrics.json").read_text()) for t in tiers}
-    rows = tier_rows(tiers, train, valid, params.compare.course_kaggle)
+    sources = {t: paths.validate_reports(t) / "predictions.csv" for t in tiers}
+    right = paired({t: read_correct(f) for t, f in sources.items()}, tiers, sources)
+    rows = tier_rows(tiers, train, valid, right, params.compare.course_kaggle)
     title = f"spkid tiers: source {params.source.name}, profile {params.profile}"
-    write_comparison(rows, title, *paths.comparison)
+    write_comparison(rows, title, len(right[tiers[0]]), *paths.comparison)
     tracking.log_comparison(repo_root(), params.mlflow.experiment, rows, list(paths.comparison))
     tracking.register_champion(
         repo_root(),

@@ -62,8 +62,9 @@ def tiny_params(params: dict) -> dict:
     params["source"]["demo"].update(
         n_speakers=4, train_per_speaker=6, test_per_speaker=2, min_seconds=1.0, max_seconds=1.5
     )
-    params["split"]["valid_ratio"] = 0.25
-    params["split"]["demo"]["heldout_speakers"] = 0.5  # 2 speakers trained, 2 for verify
+    params["split"]["demo"].update(
+        valid_ratio=0.25, heldout_speakers=0.5
+    )  # 2 trained, 2 for verify
     params["verify"]["enroll"] = 3  # of each held-out speaker's 6 utterances
     for tier in params["tiers"].values():
         tier["demo"]["recipe"].update(TINY_STEPS, segment=48)
@@ -138,7 +139,8 @@ def make_project(tmp_path):
         root,
     )
     run([sys.executable, "-m", "dvc", "init", "-q"], root)
-    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # analytics off, plots
+    shutil.copytree(REPO / "plots", root / "plots", ignore=shutil.ignore_patterns("vendor"))
     run(["git", "add", "-A"], root)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project"], root)
     return root

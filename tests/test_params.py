@@ -47,7 +47,7 @@ BAD_VALUES = [
     ("paths.reports", 3, "expected str, got 3"),
     ("source.name", "wav", "'wav' is not one of ['demo', 'hw4', 'audio_dir']"),
     ("source.demo.n_speakers", 0, "must be positive, got 0"),
-    ("source.demo.min_seconds", 5.0, "must be in (0, max_seconds = 4.0], got 5.0"),
+    ("source.demo.min_seconds", 5.0, "must be in (0, max_seconds = 2.0], got 5.0"),
     ("features.on_error", "ignore", "'ignore' is not one of ['fail', 'skip']"),
     ("features.workers", -1, "must be >= 0 (0: every core), got -1"),
     ("features.frontend.n_mels", 0, "must be in [1, n_fft // 2 + 1 = 201], got 0"),
@@ -65,7 +65,7 @@ BAD_VALUES = [
     ("mlflow.experiment", "", "must not be empty"),
     ("tiers.boss.model.pooling", "max", "'max' is not one of ['mean', 'sap', 'asp', 'casp']"),
     ("tiers.boss.demo.model.kernel", 4, "must be odd, got 4"),
-    ("tiers.boss.demo.recipe.warmup", 5000, "must be in [0, steps=700)"),
+    ("tiers.boss.demo.recipe.warmup", 5000, "must be in [0, steps=900)"),
     ("tiers.boss.recipe.lr", "fast", "expected float, got 'fast'"),
     ("tiers.boss.recipe.select", "first", "'first' is not one of ['best', 'last']"),
     ("ensemble.members", ["boss", "nope"], "needs two or more of the tiers"),
@@ -101,7 +101,7 @@ def edited(key: str, value) -> dict:
 def test_the_repos_params_load_checked():
     params = load_params()
     assert isinstance(params, Params)
-    assert params.features.frontend.n_mels == 40 and params.tier("boss").recipe.segment == 128
+    assert params.features.frontend.n_mels == 40 and params.tier("boss").recipe.segment == 64
     assert params.paths.best("boss") == Path("models/boss/best.pt")
     assert params.paths.train_store == Path("data/features/train")
     assert params.ensemble.members == ("beyond", "tdnn")

@@ -250,5 +250,8 @@ def parse_params(data) -> Params:
         ConfigError: an unknown key or a bad value, named by its dotted path.
     """
     if isinstance(data, dict) and isinstance(data.get("split"), dict):
-        data = {**data, "split": profiled(data["split"], data.get("profile"), "split")}
+        block = data["split"]
+        base = {k: v for k, v in block.items() if k not in PROFILES}
+        build(SplitConfig, base, "split")  # a bad base value fails whichever profile overrides it
+        data = {**data, "split": profiled(block, data.get("profile"), "split")}
     return build(Params, data)

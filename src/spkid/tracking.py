@@ -596,7 +596,8 @@ def log_stage_run(
 
 def log_comparison(root, experiment: str, rows: list, files: list) -> None:
     """One ``<exp>/compare`` run holding every tier's figures and the comparison files."""
-    metrics = {f"{r['tier']}/{k}": r[k] for r in rows for k in ("top1", "macro_f1")}
+    keys = ("top1", "top1_low", "top1_high", "mcnemar_p", "macro_f1")
+    metrics = {f"{r['tier']}/{k}": r[k] for r in rows for k in keys if r[k] is not None}
     log_stage_run(root, experiment, "compare", metrics, files)
 
 

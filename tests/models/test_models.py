@@ -114,6 +114,24 @@ def test_masked_batch_norm_training_statistics_skip_padding():
     torch.testing.assert_close(bn.running_mean, 0.1 * valid.mean(0))
 
 
+def test_masked_batch_norm_without_padding_equals_the_masked_path():
+    """The fused kernel for unpadded batches: the outputs, gradients and running statistics
+    of the masked sums over the same frames with extra padded ones."""
+    torch.manual_seed(0)
+    fast, masked = torch.nn.BatchNorm1d(4).train(), torch.nn.BatchNorm1d(4).train()
+    x = (torch.randn(2, 10, 4) * 3 + 1).requires_grad_()  # (B, T, C)
+    out = masked_batch_norm(fast, x, torch.zeros(2, 10, dtype=torch.bool))
+    padded = torch.cat([x, torch.full((2, 3, 4), 1e3)], 1)  # 3 padded frames per row
+    pad = torch.arange(13)[None, :].expand(2, 13) >= 10
+    ref = masked_batch_norm(masked, padded, pad)[:, :10]
+    torch.testing.assert_close(out, ref)
+    (g_fast,) = torch.autograd.grad(out.pow(2).sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.pow(2).sum(), x)
+    torch.testing.assert_close(g_fast, g_ref, atol=1e-5, rtol=1e-4)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(fast, name), getattr(masked, name))
+
+
 def test_masked_mean_averages_valid_frames_only():
     x = torch.randn(2, 5, 3, 4)  # (B, T, ...)
     pad = torch.tensor([[False] * 5, [False, False, True, True, True]])

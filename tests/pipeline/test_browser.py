@@ -1,13 +1,15 @@
-"""The MLflow UI in a real (headless) Chromium after a full `dvc repro`: every tier's run is
-listed and a run's metric chart renders. Needs Debian's chromium (never downloads one)."""
+"""A real (headless) Chromium after a full `dvc repro`: the MLflow UI lists every tier's run
+and renders a run's metric chart; `dvc plots show` and `dvc plots diff` pages render every plot
+from disk with the network off. Needs Debian's chromium (never downloads one)."""
 
+import re
 import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from tests.conftest import TINY_STEPS
+from tests.conftest import TINY_STEPS, run
 from tests.pipeline.test_repro import TIERS
 from tests.pipeline.test_server import Server
 
@@ -65,7 +67,7 @@ def page(browser):
     page.on("pageerror", lambda e: errors.append(str(e)))
     yield page
     context.close()
-    assert not errors, f"JavaScript errors in the MLflow UI: {errors}"
+    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def test_runs_list_names_every_tier(ui, page, tmp_path):
@@ -99,3 +101,31 @@ def test_run_metric_chart_renders(ui, page, tmp_path):
     page.screenshot(path=tmp_path / "model_metrics.png")
     chart.screenshot(path=tmp_path / "train_loss.png")
     assert (tmp_path / "train_loss.png").stat().st_size > 1000
+
+
+PLOTS_PER_TIER = 4  # dvc.yaml: train and valid curves, per-speaker bars, confusion
+PLOTS_ENSEMBLE = 2  # per-speaker bars, confusion
+
+
+@pytest.mark.parametrize("command", [["show"], ["diff"]])
+def test_dvc_plots_render_offline(reproduced, page, tmp_path, command):
+    """The page DVC writes with the project's template (.dvc/config plots.html_template)
+    draws every plot with the network off: each plot's div holds a non-empty canvas or SVG."""
+    out = tmp_path / "plots"
+    run([sys.executable, "-m", "dvc", "plots", *command, "-o", str(out)], reproduced)
+    html = (out / "index.html").read_text()
+    assert "<script src=" not in html, "the page loads a script from elsewhere"
+    requests = []
+    page.context.set_offline(True)
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto((out / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    plots = re.findall(r"vegaEmbed\('#([^']+)'", html)  # dvc-render's call, one per plot
+    assert len(plots) == len(TIERS) * PLOTS_PER_TIER + PLOTS_ENSEMBLE
+    for name in plots:  # vegaEmbed replaces the div's script with the chart
+        drawn = page.locator(f"[id='{name}']").locator("canvas, svg.marks").first
+        drawn.wait_for()
+        box = drawn.bounding_box()
+        assert box and box["width"] > 50 and box["height"] > 50, f"{name} not drawn: {box}"
+    assert all(u.startswith("file://") for u in requests), requests
+    page.screenshot(path=tmp_path / "plots.png", full_page=True)

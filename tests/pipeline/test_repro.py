@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import sys
 
 import mlflow
@@ -51,6 +52,8 @@ def test_repro_writes_every_output(reproduced):
         assert len(list(csv.reader(f))) == 1 + 8
     table = (root / "reports/tiers.md").read_text()
     assert all(f"| {t} |" in table for t in [*TIERS, "ensemble"])
+    assert len(re.findall(r"\| \d\.\d{3}-\d\.\d{3} \|", table)) == len(TIERS) + 1  # intervals
+    assert all(f" vs {t} | " in table for t in TIERS)  # McNemar against the previous row
     status = run([sys.executable, "-m", "dvc", "status"], root).stdout
     assert "up to date" in status
 
@@ -61,6 +64,9 @@ def test_repro_honours_the_mlflow_contract(reproduced):
     assert sorted(by_tier) == sorted([*TIERS, "compare", "ensemble"])
     assert len(found) == len(TIERS) + 2  # one run per tier, no duplicates
     assert {"validate/top1", "predict/rows"} <= set(by_tier["ensemble"].data.metrics)
+    compared = by_tier["compare"].data.metrics
+    assert {"simple/top1_low", "simple/top1_high", "ensemble/mcnemar_p"} <= set(compared)
+    assert "simple/mcnemar_p" not in compared  # the first row has no previous one
     assert {a.path for a in client.list_artifacts(by_tier["ensemble"].info.run_id)} >= {
         "submission.csv",
         "confusion.json",

@@ -1,11 +1,24 @@
-"""Every tier side by side: a markdown table and a bar chart."""
+"""Every tier side by side: a markdown table and a bar chart, with each tier's 95 % interval
+on top-1 (Wilson) and an exact paired test (McNemar) against the tier listed before it."""
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest, norm
 
 from spkid.atomic import atomic_path, write_text
 from spkid.evaluate.report import plt
 
+CONFIDENCE = 0.95
+SIGNIFICANCE = 0.05  # McNemar p below this: the two tiers' difference is marked real
 COLUMNS = (
     "tier",
     "valid top-1",
+    "95 % interval",
+    "vs previous (+/-)",
+    "McNemar p",
     "valid top-5",
     "macro-F1",
     "parameters",
@@ -15,63 +28,145 @@ COLUMNS = (
 )
 
 
-def tier_rows(tiers: list, train: dict, valid: dict, baselines: dict) -> list:
+def wilson(correct: int, total: int, confidence: float = CONFIDENCE) -> tuple:
+    """Wilson score interval (low, high) of the proportion ``correct / total``."""
+    if total <= 0:
+        raise ValueError(f"a Wilson interval needs at least one trial, got {total}")
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar(right_a: np.ndarray, right_b: np.ndarray) -> dict:
+    """Exact McNemar test of two classifiers on the same utterances: a two-sided binomial
+    test of the discordant pairs at one half.
+
+    Args:
+        right_a, right_b: (U,) bool, whether each classifier got each utterance right.
+
+    Returns:
+        {"a_only": utterances only a got right, "b_only": only b, "p": the p-value}.
+    """
+    a_only = int(np.sum(right_a & ~right_b))
+    b_only = int(np.sum(~right_a & right_b))
+    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p": float(p)}
+
+
+def read_correct(path) -> dict:
+    """utterance -> whether it was predicted right, from a validate stage's predictions.csv
+    (utterance, actual, predicted)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"utterance", "actual", "predicted"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"{path}: no rows or no column {sorted(missing)} (rerun validate)")
+    return {r["utterance"]: r["actual"] == r["predicted"] for r in rows}
+
+
+def paired(correct: dict, tiers: list, sources: dict) -> dict:
+    """Each tier's (U,) bool vector of right predictions, in one utterance order.
+
+    Args:
+        correct: tier -> read_correct's dict.
+        sources: tier -> the file it came from (named when the utterances differ).
+    """
+    order = sorted(correct[tiers[0]])
+    for t in tiers[1:]:
+        if set(correct[t]) != set(order):
+            raise ValueError(
+                f"{sources[t]} and {sources[tiers[0]]} hold different utterances: "
+                "validate every tier on the same split"
+            )
+    return {t: np.array([correct[t][u] for u in order]) for t in tiers}
+
+
+def tier_rows(tiers: list, train: dict, valid: dict, right: dict, baselines: dict) -> list:
     """One row per tier.
 
     Args:
-        tiers: tier names in order.
+        tiers: tier names in order; each is tested against the one before it.
         train: tier -> the train stage's summary (parameters, train_seconds, steps).
         valid: tier -> the validate stage's metrics (top1, top5, macro_f1).
+        right: tier -> (U,) bool, right predictions on the shared valid utterances (paired).
         baselines: tier -> the course's Kaggle score for that tier (may be missing).
     """
-    return [
-        {
-            "tier": t,
-            "top1": valid[t]["top1"],
-            "top5": valid[t]["top5"],
-            "macro_f1": valid[t]["macro_f1"],
-            "parameters": train[t]["parameters"],
-            "train_seconds": train[t]["train_seconds"],
-            "steps": train[t]["steps"],
-            "baseline": baselines.get(t),
-        }
-        for t in tiers
-    ]
+    rows = []
+    for i, t in enumerate(tiers):
+        low, high = wilson(int(right[t].sum()), len(right[t]))
+        test = mcnemar(right[t], right[tiers[i - 1]]) if i else None
+        rows.append(
+            {
+                "tier": t,
+                "top1": valid[t]["top1"],
+                "top1_low": low,
+                "top1_high": high,
+                "vs": tiers[i - 1] if i else None,
+                "wins": test and test["a_only"],
+                "losses": test and test["b_only"],
+                "mcnemar_p": test and test["p"],
+                "top5": valid[t]["top5"],
+                "macro_f1": valid[t]["macro_f1"],
+                "parameters": train[t]["parameters"],
+                "train_seconds": train[t]["train_seconds"],
+                "steps": train[t]["steps"],
+                "baseline": baselines.get(t),
+            }
+        )
+    return rows
 
 
-def markdown(rows: list, title: str) -> str:
+def _test_cells(r: dict) -> str:
+    if r["vs"] is None:
+        return "- | -"
+    mark = " (real)" if r["mcnemar_p"] < SIGNIFICANCE else ""
+    return f"+{r['wins']} / -{r['losses']} vs {r['vs']} | {r['mcnemar_p']:.3g}{mark}"
+
+
+def markdown(rows: list, title: str, utterances: int) -> str:
     """The comparison as a markdown table."""
     lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         base = f"{r['baseline']:.3f}" if r["baseline"] is not None else "-"
         lines.append(
-            f"| {r['tier']} | {r['top1']:.3f} | {r['top5']:.3f} | {r['macro_f1']:.3f} | "
+            f"| {r['tier']} | {r['top1']:.3f} | {r['top1_low']:.3f}-{r['top1_high']:.3f} | "
+            f"{_test_cells(r)} | {r['top5']:.3f} | {r['macro_f1']:.3f} | "
             f"{r['parameters']:,} | {r['train_seconds']:.0f} | {r['steps']} | {base} |"
         )
     lines += [
         "",
         (
-            "Course Kaggle: the HW4 public-leaderboard score of the course's tier (600 "
-            "speakers, test set), for orientation; valid columns are measured on this run's data."
+            f"Valid: {utterances} utterances. Interval: Wilson's {CONFIDENCE:.0%} score interval "
+            "on top-1. +/-: utterances this tier gets right and the previous row's wrong, and the "
+            "reverse; McNemar p: the exact two-sided binomial test of those counts, (real) below "
+            f"{SIGNIFICANCE}. Course Kaggle: the HW4 public-leaderboard score of the course's "
+            "tier (600 speakers, test set), for orientation; valid columns are measured on this "
+            "run's data."
         ),
     ]
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(rows: list, title: str, md_path, png_path) -> None:
-    """Write the table and a grouped bar chart of valid top-1 beside the course score."""
-    write_text(md_path, markdown(rows, title))
+def write_comparison(rows: list, title: str, utterances: int, md_path, png_path) -> None:
+    """Write the table and a grouped bar chart of valid top-1 (with its interval) beside the
+    course score."""
+    write_text(md_path, markdown(rows, title, utterances))
     p = plt()
     fig, ax = p.subplots(figsize=(7, 4))
-    x = range(len(rows))
-    ax.bar([i - 0.2 for i in x], [r["top1"] for r in rows], 0.4, label="valid top-1 (this run)")
-    ax.bar([i + 0.2 for i in x], [r["baseline"] or 0 for r in rows], 0.4, label="course Kaggle")
+    x = np.arange(len(rows))
+    top1 = np.array([r["top1"] for r in rows])
+    low, high = (np.array([r[k] for r in rows]) for k in ("top1_low", "top1_high"))
+    spread = np.clip([top1 - low, high - top1], 0, None)  # top1 is the interval's own proportion
+    ax.bar(x - 0.2, top1, 0.4, yerr=spread, capsize=3, label="valid top-1, 95 % interval")
+    ax.bar(x + 0.2, [r["baseline"] or 0 for r in rows], 0.4, label="course Kaggle")
     ax.set_xticks(list(x), [r["tier"] for r in rows])
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.set_title(title)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    with atomic_path(png_path) as tmp:
+    with atomic_path(Path(png_path)) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     p.close(fig)

@@ -63,7 +63,8 @@ def validate(
     confusion summary.
 
     Writes into ``out_dir``: metrics.json, confusion.json (most-confused pairs),
-    per_speaker.csv, predictions.csv (actual, predicted: DVC's confusion plot) and
+    per_speaker.csv, predictions.csv (utterance, actual, predicted: DVC's confusion plot and
+    compare's paired test) and
     worst_speakers.png (heatmap of the worst speakers' confusions).
 
     Returns:
@@ -86,8 +87,8 @@ def validate(
     )
     write_csv(
         out / "predictions.csv",
-        ["actual", "predicted"],
-        [[names[a], names[p]] for a, p in zip(labels, pred)],
+        ["utterance", "actual", "predicted"],
+        [[u, names[a], names[p]] for u, a, p in zip(data.uids, labels, pred)],
     )
     plot_worst(
         np.array(summary["matrix"]), names, summary["per_speaker"], out / "worst_speakers.png"
