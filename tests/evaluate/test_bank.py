@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -64,6 +66,18 @@ def test_a_bank_round_trips_through_its_file(tmp_path):
     np.testing.assert_array_equal(back.counts, bank.counts)
     assert [p.name for p in tmp_path.iterdir()] == ["lab.npz"]  # no temporary left
     assert listing(open_bank(tmp_path / "new.npz", MODEL, 2)) == []
+
+
+def test_a_stored_threshold_survives_enrolment_removal_and_the_file(tmp_path):
+    assert load_bank_saved(two_speakers(), tmp_path).threshold is None
+    bank = replace(two_speakers(), threshold=0.75)
+    bank = remove(enroll(bank, "cy", np.array([[1.0, 1.0]]), MODEL), "bob")
+    assert load_bank_saved(bank, tmp_path).threshold == 0.75
+
+
+def load_bank_saved(bank, folder):
+    save_bank(bank, folder / "bank.npz")
+    return load_bank(folder / "bank.npz")
 
 
 def test_another_models_embeddings_are_refused(tmp_path):

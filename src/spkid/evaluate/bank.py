@@ -2,7 +2,7 @@
 utterance embeddings, tied to the one model whose embeddings it holds.
 
 A bank file is one ``.npz`` (written atomically, read without pickle):
-    meta     JSON string: {"version", "model" (digest), "dim"}
+    meta     JSON string: {"version", "model" (digest), "dim", "threshold" (or null)}
     names    (S,) speaker names
     means    (S, E) float32 mean of each speaker's L2-normalised embeddings
     counts   (S,) int64 utterances behind each mean
@@ -11,7 +11,7 @@ A bank file is one ``.npz`` (written atomically, read without pickle):
 import hashlib
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,8 @@ class Bank:
         names: (S,) speaker names, in enrolment order.
         means: (S, E) float32 mean of each speaker's L2-normalised embeddings.
         counts: (S,) int64 utterances behind each mean.
+        threshold: the cosine below which identify answers UNKNOWN (None: not set; the
+            caller's default).
     """
 
     model: str
@@ -45,6 +47,7 @@ class Bank:
     names: tuple
     means: np.ndarray = field(repr=False)
     counts: np.ndarray = field(repr=False)
+    threshold: float | None = None
 
 
 def empty_bank(model: str, dim: int) -> Bank:
@@ -115,13 +118,12 @@ def enroll(bank: Bank, speaker: str, embeddings: np.ndarray, model: str) -> Bank
         means, counts = bank.means.copy(), bank.counts.copy()
         means[k] = (bank.means[k] * bank.counts[k] + mean[0] * count[0]) / total
         counts[k] = total
-        return Bank(bank.model, bank.dim, bank.names, means, counts)
-    return Bank(
-        bank.model,
-        bank.dim,
-        (*bank.names, speaker),
-        np.concatenate([bank.means, mean]),
-        np.concatenate([bank.counts, count]),
+        return replace(bank, means=means, counts=counts)
+    return replace(
+        bank,
+        names=(*bank.names, speaker),
+        means=np.concatenate([bank.means, mean]),
+        counts=np.concatenate([bank.counts, count]),
     )
 
 
@@ -130,12 +132,11 @@ def remove(bank: Bank, speaker: str) -> Bank:
     if speaker not in bank.names:
         raise BankError(f"{speaker!r} is not enrolled; enrolled: {list(bank.names)}")
     keep = [i for i, name in enumerate(bank.names) if name != speaker]
-    return Bank(
-        bank.model,
-        bank.dim,
-        tuple(bank.names[i] for i in keep),
-        bank.means[keep],
-        bank.counts[keep],
+    return replace(
+        bank,
+        names=tuple(bank.names[i] for i in keep),
+        means=bank.means[keep],
+        counts=bank.counts[keep],
     )
 
 
@@ -166,7 +167,9 @@ def identify(bank: Bank, embeddings: np.ndarray, model: str, threshold: float) -
 
 def save_bank(bank: Bank, path) -> None:
     """Write ``bank`` to ``path`` (.npz) atomically."""
-    meta = json.dumps({"version": BANK_VERSION, "model": bank.model, "dim": bank.dim})
+    meta = json.dumps(
+        {"version": BANK_VERSION, "model": bank.model, "dim": bank.dim, "threshold": bank.threshold}
+    )
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(
             f,
@@ -196,7 +199,8 @@ def load_bank(path) -> Bank:
         raise BankError(
             f"{path}: bank version {meta.get('version')}; this code reads {BANK_VERSION}"
         )
-    return Bank(meta["model"], meta["dim"], tuple(str(n) for n in names), means, counts)
+    names = tuple(str(n) for n in names)
+    return Bank(meta["model"], meta["dim"], names, means, counts, meta.get("threshold"))
 
 
 def open_bank(path, model: str, dim: int) -> Bank:

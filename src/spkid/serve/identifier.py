@@ -10,6 +10,8 @@ import torch
 
 from spkid.data.errors import InputError
 from spkid.data.frontend import FrontEnd, audio_features
+from spkid.evaluate.bank import BankError, model_digest
+from spkid.evaluate.embed import embed_arrays
 from spkid.train import checkpoint
 
 MAX_FRAMES = 65536  # frames per padded batch
@@ -128,6 +130,24 @@ class Identifier:
             total = sum(m(feats, lengths).float().log_softmax(-1) for m in self.models)
             out[index] = (total / len(self.models)).log_softmax(-1).cpu().numpy()
         return out
+
+    def embedder(self):
+        """The one network whose embeddings an enrolment bank holds (BankError for an
+        ensemble: its networks' embeddings live in different spaces)."""
+        if len(self.models) != 1:
+            raise BankError(
+                f"an enrolment bank needs one network's embeddings; this model averages "
+                f"{len(self.models)} networks: enrol with one tier's model"
+            )
+        return self.models[0]
+
+    def model_digest(self) -> str:
+        """The digest an enrolment bank records for this (one-network) model."""
+        return model_digest(self.embedder())
+
+    def embed(self, features: list) -> np.ndarray:
+        """(N, E) float32 L2-normalised embeddings (the head's input) of N feature arrays."""
+        return embed_arrays(self.embedder(), features, self.device)
 
     def rank(self, logp: np.ndarray, k: int) -> list:
         """The top ``k`` speakers of each row of (N, C) log-probabilities, as Rankings."""
