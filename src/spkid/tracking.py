@@ -540,6 +540,8 @@ def tier_run(
         os.environ.setdefault(name, value)
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
+    if not uri.startswith(("http://", "https://")):  # a local store is never away: create it
+        experiment_id(root, experiment)  # under the lock, before a client races to migrate it
     monitors = []
 
     def open_run() -> str:

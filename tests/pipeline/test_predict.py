@@ -15,7 +15,7 @@ from spkid.data.frontend import FrontEnd
 from spkid.data.hw4 import write_hw4
 from spkid.data.sources import SourceConfig
 from spkid.data.store import open_store
-from spkid.train.run import RUN_ID_FILE
+from spkid.train.run import METRICS_FILE, RUN_ID_FILE
 from tests.conftest import run
 from tests.evaluate.test_report import save_model
 
@@ -49,9 +49,10 @@ def test_predict_fills_a_rejected_test_row_and_counts_it(project):
     model_dir = project / "models/simple"
     model_dir.mkdir(parents=True)
     save_model(model_dir / "best.pt", train, 0)
-    with tracking.tier_run(project, "spkid", "simple", "train", "d", system_metrics=False) as tier:
-        run_id = tier.run_id
-    (model_dir / RUN_ID_FILE).write_text(run_id)
+    logs = (model_dir / RUN_ID_FILE, model_dir / METRICS_FILE)
+    with tracking.tier_run(project, "spkid", "simple", "train", "d", *logs, False) as tier:
+        pass  # the run opens (and names itself in RUN_ID_FILE) as the block ends
+    run_id = tier.run_id
 
     done = run([sys.executable, "-m", "pipeline.predict", "simple"], project)
     assert f"warning: {bad}: rejected by the features stage (tensor holds NaN values)" in (

@@ -92,7 +92,7 @@ def test_a_split_change_trains_afresh_and_a_missing_gpu_fails_before_mlflow(proj
     assert same.info.run_id == first.info.run_id and same.info.status == "FINISHED"
 
     params["train"]["device"] = "auto"
-    params["split"]["valid_ratio"] = 0.5  # the same params otherwise: another training
+    params["split"]["demo"]["valid_ratio"] = 0.5  # the same params otherwise: another training
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run([sys.executable, "-m", "dvc", "repro", "train@simple"], project)
     found = mlflow.search_runs(experiment_names=["spkid"], output_format="list")
