@@ -183,6 +183,8 @@ def steps_per_s(lines, start_ms: float, end_ms: float) -> float:
         for line in lines
         if start_ms <= line["time"] <= end_ms and "train/segments_per_s" in line["metrics"]
     ]
+    if not rates:  # a fast machine can finish before the window (e.g. before the restart)
+        return float("nan")
     return sum(rates) / len(rates) / TINY_STEPS["batch"]
 
 
