@@ -119,17 +119,19 @@ class DeviceData:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def crops(self, batch: int, segment: int, generator: torch.Generator):
-        """Random crops of random utterances (whole utterance where shorter, padded); no
-        host synchronisation, so a CUDA graph can hold it.
-
-        Returns:
-            feats (batch, segment, n_mels) float32, lengths (batch,), labels (batch,).
-        """
+    def draw_crops(self, batch: int, generator: torch.Generator) -> tuple:
+        """Random crops' draws: (utterance (batch,) int64, start fraction (batch,) uniform in
+        [0, 1)); ``cut`` makes the crops. No host synchronisation (a CUDA graph holds it)."""
         idx = torch.randint(len(self), (batch,), device=self.device, generator=generator)
+        return idx, torch.rand(batch, device=self.device, generator=generator)
+
+    def cut(self, idx: torch.Tensor, u: torch.Tensor, segment: int) -> tuple:
+        """The crops that ``draw_crops``'s draws pick: a random crop of each utterance (the
+        whole utterance where shorter, padded); no random draw, so torch.compile fuses it.
+        -> feats (B, segment, n_mels) float32, lengths (B,), labels (B,)."""
         lengths = self.lengths[idx]
         room = (lengths - segment).clamp(min=0) + 1
-        start = (torch.rand(batch, device=self.device, generator=generator) * room).long()
+        start = (u * room).long()
         steps = torch.arange(segment, device=self.device)
         return (
             self._gather(self.offsets[idx] + start, lengths.clamp(max=segment), steps),

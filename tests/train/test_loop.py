@@ -8,7 +8,7 @@ from spkid.data.store import open_store
 from spkid.runtime import PAD_VALUE, DeviceData
 from spkid.train import checkpoint
 from spkid.train.config import resolve_tier
-from spkid.train.loop import CHANNEL_TERMS, Trainer, lr_factor, random_channel
+from spkid.train.loop import CHANNEL_TERMS, Trainer, apply_channel, draw_channel, lr_factor
 
 TIERS = {
     "t": {
@@ -152,7 +152,7 @@ def test_select_picks_the_weights_of_best_pt(tiny_store, tmp_path, select):
 
 def test_random_channel_adds_one_smooth_offset_per_crop():
     feats = torch.randn(64, 30, 40)
-    out = random_channel(feats, 0.5, torch.Generator().manual_seed(0))
+    out = apply_channel(feats, 0.5, draw_channel(64, torch.Generator().manual_seed(0), "cpu"))
     offset = out - feats  # (B, T, M)
     torch.testing.assert_close(offset, offset[:, :1].expand_as(offset))  # the same every frame
     mels = torch.arange(40) + 0.5
@@ -161,13 +161,13 @@ def test_random_channel_adds_one_smooth_offset_per_crop():
     torch.testing.assert_close(weights.T @ basis, offset[:, 0], atol=1e-5, rtol=0)
     assert weights.abs().max() <= 0.5 and weights.abs().max() > 0.4  # uniform in [-0.5, 0.5]
     assert (weights > 0).any(1).all() and (weights < 0).any(1).all()  # every term takes both signs
-    again = random_channel(feats, 0.5, torch.Generator().manual_seed(0))
+    again = apply_channel(feats, 0.5, draw_channel(64, torch.Generator().manual_seed(0), "cpu"))
     assert torch.equal(out, again)
 
 
 def test_channel_augments_training_crops_only_when_set(tiny_store, tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr("spkid.train.loop.random_channel", lambda f, s, g: seen.append(s) or f)
+    monkeypatch.setattr("spkid.train.loop.apply_channel", lambda f, s, u: seen.append(s) or f)
     for channel in (0.0, 0.7):
         trainer(
             tiny_store, tmp_path / str(channel), Recorder(), recipe={"channel": channel}
@@ -197,7 +197,7 @@ def test_crops_are_on_the_device_and_padded_with_the_log_floor(tiny_store):
     store = open_store(tiny_store)
     data = DeviceData(store, np.arange(len(store)), torch.device("cpu"))
     g = torch.Generator().manual_seed(0)
-    feats, lengths, labels = data.crops(64, 100, g)
+    feats, lengths, labels = data.cut(*data.draw_crops(64, g), 100)
     assert feats.shape == (64, 100, 40) and feats.dtype == torch.float32
     short = lengths < 100
     assert short.any() and (feats[short][:, -1] == PAD_VALUE).all()

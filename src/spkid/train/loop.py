@@ -42,24 +42,30 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def spec_augment(feats: torch.Tensor, cfg: SpecAugment, generator: torch.Generator) -> torch.Tensor:
-    """Independent time and frequency masks per crop. feats (B, T, M) -> (B, T, M)."""
+def _masks(cfg: SpecAugment) -> list:
+    """(width, axis of the (B, M, T) view) of each mask, frequency masks first."""
+    freq = [(cfg.freq_width, 1)] * (cfg.freq_masks if cfg.freq_width else 0)
+    return freq + [(cfg.time_width, 2)] * (cfg.time_masks if cfg.time_width else 0)
+
+
+def draw_masks(batch: int, cfg: SpecAugment, generator: torch.Generator, device) -> list:
+    """SpecAugment's random part: one (2, batch) uniform draw per mask."""
+    return [torch.rand(2, batch, device=device, generator=generator) for _ in _masks(cfg)]
+
+
+def apply_masks(feats: torch.Tensor, cfg: SpecAugment, draws: list) -> torch.Tensor:
+    """SpecAugment: independent time and frequency masks per crop, placed by
+    ``draw_masks``'s draws (no random draw here: torch.compile fuses it).
+    feats (B, T, M) -> (B, T, M)."""
     x = feats.transpose(1, 2)  # (B, M, T): torchaudio's (..., freq, time)
-    for count, width, axis in (
-        (cfg.freq_masks, cfg.freq_width, 1),
-        (cfg.time_masks, cfg.time_width, 2),
-    ):
-        for _ in range(count if width else 0):
-            x = _mask(x, width, axis, cfg.value, generator)
+    for (width, axis), u in zip(_masks(cfg), draws):
+        x = _mask(x, width, axis, cfg.value, u)
     return x.transpose(1, 2)
 
 
-def _mask(
-    x: torch.Tensor, width: int, axis: int, value: float, generator: torch.Generator
-) -> torch.Tensor:
-    """One mask of up to ``width`` along ``axis`` per row, drawn from ``generator``."""
+def _mask(x: torch.Tensor, width: int, axis: int, value: float, u: torch.Tensor) -> torch.Tensor:
+    """One mask of up to ``width`` along ``axis`` per row, placed by draws ``u`` (2, B)."""
     size = x.shape[axis]
-    u = torch.rand(2, x.shape[0], device=x.device, generator=generator)
     w = (u[0] * width).long()
     start = (u[1] * (size - w).clamp(min=1)).long()
     pos = torch.arange(size, device=x.device)[None, :]
@@ -68,20 +74,29 @@ def _mask(
     return x.masked_fill(hit, value)
 
 
-CHANNEL_TERMS = 3  # random_channel's cosines: gain, tilt, bowl
+CHANNEL_TERMS = 3  # apply_channel's cosines: gain, tilt, bowl
 
 
-def random_channel(
-    feats: torch.Tensor, strength: float, generator: torch.Generator
-) -> torch.Tensor:
+def draw_channel(batch: int, generator: torch.Generator, device) -> torch.Tensor:
+    """The random recording channel's draws: (batch, CHANNEL_TERMS) uniform in [0, 1)."""
+    return torch.rand(batch, CHANNEL_TERMS, device=device, generator=generator)
+
+
+def apply_channel(feats: torch.Tensor, strength: float, u: torch.Tensor) -> torch.Tensor:
     """A random smooth log-spectral offset per crop, as a recording channel adds one:
-    sum_k w_k cos(pi k (m + 1/2) / M) for k < CHANNEL_TERMS, w_k uniform in
-    [-strength, strength]. feats (B, T, M) -> (B, T, M)."""
+    sum_k w_k cos(pi k (m + 1/2) / M) for k < CHANNEL_TERMS, w_k = (2 u_k - 1) strength
+    uniform in [-strength, strength] for ``draw_channel``'s draws u (B, CHANNEL_TERMS).
+    No random draw here, so torch.compile fuses it. feats (B, T, M) -> (B, T, M)."""
     mels = feats.shape[2]
     k = torch.arange(CHANNEL_TERMS, device=feats.device)[:, None]
     basis = torch.cos(torch.pi * k * (torch.arange(mels, device=feats.device) + 0.5) / mels)
-    u = torch.rand(feats.shape[0], CHANNEL_TERMS, device=feats.device, generator=generator)
     return feats + ((2 * u - 1) * strength @ basis)[:, None, :]
+
+
+def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy and top-1 of logits (B, C) against labels (B,) -> (2,)."""
+    loss = F.cross_entropy(logits.float(), labels)
+    return torch.stack([loss, (logits.argmax(1) == labels).float().mean()])
 
 
 class Trainer:
@@ -155,7 +170,9 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if cuda else None
             )
-        self.step_fn = torch.compile(self.net) if compile and cuda else self.net
+        fuse = torch.compile if compile and cuda else (lambda fn: fn)
+        self.step_fn = fuse(self.net)
+        self.augment_fn, self.loss_fn = fuse(self._augment), fuse(loss_and_accuracy)
 
     # ---- checkpoints -------------------------------------------------------------
     def save(self, name: str, **extra) -> None:
@@ -224,25 +241,37 @@ class Trainer:
         return out
 
     def _step(self) -> tuple:
-        """The whole step, with no host synchronisation (a CUDA graph can hold it)."""
+        """The whole step, with no host synchronisation (a CUDA graph can hold it): the
+        random draws from ``generator``, then crops, augmentation, forward and loss (each
+        compiled with ``compile`` on CUDA), backward and the optimiser."""
         r = self.recipe
-        feats, lengths, labels = self.train_data.crops(r.batch, r.segment, self.generator)
-        if r.channel:
-            feats = random_channel(feats, r.channel, self.generator)
-        feats = spec_augment(feats, r.specaug, self.generator)
+        g, device = self.generator, self.device
+        crops = self.train_data.draw_crops(r.batch, g)
+        channel = draw_channel(r.batch, g, device) if r.channel else None
+        masks = draw_masks(r.batch, r.specaug, g, device)
+        feats, lengths, labels = self.augment_fn(crops, channel, masks)
         with autocast(self.device, self.precision, cache=False):
             logits = self.step_fn(feats, lengths, labels)
-        loss = F.cross_entropy(logits.float(), labels)
+        out = self.loss_fn(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(out[0]).backward()
         if r.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        out = loss.detach(), (logits.argmax(1) == labels).float().mean()
-        self.sums += torch.stack(out)
-        return out
+        out = out.detach()
+        self.sums += out
+        return out[0], out[1]
+
+    def _augment(self, crops: tuple, channel, masks: list) -> tuple:
+        """Crops, random channel and SpecAugment from their draws (no random draw here).
+        -> feats (B, segment, n_mels), lengths (B,), labels (B,)."""
+        r = self.recipe
+        feats, lengths, labels = self.train_data.cut(*crops, r.segment)
+        if channel is not None:
+            feats = apply_channel(feats, r.channel, channel)
+        return apply_masks(feats, r.specaug, masks), lengths, labels
 
     def _on_capture_stream(self) -> tuple:
         """An eager step on the capture stream (warm-up as torch.cuda.graphs asks)."""
