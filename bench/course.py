@@ -7,8 +7,9 @@ steps, peak GPU memory, the mean training loss every LOSS_EVERY steps, one full-
 validation and one test-set prediction timed, kernels per step and GPU busy % over
 PROFILED_STEPS steps (torch.profiler), and the projected wall time of the tier's whole
 course budget (its steps, a validation every valid_every steps, one prediction).
-``--parallel N`` warms N runs up at once (their compilation is CPU work) while one lock
-lets a single run at a time time its steps on the GPU.
+``--parallel N`` warms N runs up at once (their compilation is CPU work); one
+readers-writer lock lets a single run at a time time its steps, and only while no run is
+warming up (compilation benchmarks kernels on the GPU and takes the host's cores).
 Extra runs: boss forced to fp16 (its loss curve against bf16's), boss at batch 1,024 and segment 128 (bench/speed.py's figure), and on request boss@nograph (compiled, not captured); and the students' per-file pipeline at
 batch 32 (bench/speed.py's peer) with the boss model and segment in the same run.
 
@@ -59,28 +60,33 @@ def run_one(spec: str, store_dir: Path, steps: int, work: Path) -> dict:
     torch.backends.cudnn.allow_tf32 = True
     batch = int(variant[1:]) if variant.startswith("b") else 0
     cfg = course_config(tier, batch)
-    start = time.perf_counter()
-    store = open_store(store_dir)
-    train, valid = split_indices(store.speakers, store.sessions, VALID_RATIO, seed=0)
-    t = make_trainer(
-        cfg,
-        store,
-        train,
-        valid,
-        work / spec,
-        compile_model=True,
-        precision="fp16" if variant == "fp16" else "auto",
-        graph=variant != "nograph",
-    )
-    setup_s = time.perf_counter() - start
-    warm_steps = 10  # past CAPTURE_AFTER: compiled, captured and replayed
-    start = time.perf_counter()
-    for _ in range(warm_steps):
-        t.train_step()
-    sync()
-    warm_s = time.perf_counter() - start
-    with open(work / "gpu.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the GPU to this run alone from here
+    with open(work / "gpu.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)  # set-ups and warm-ups (compilation) share it
+        start = time.perf_counter()
+        store = open_store(store_dir)
+        train, valid = split_indices(store.speakers, store.sessions, VALID_RATIO, seed=0)
+        t = make_trainer(
+            cfg,
+            store,
+            train,
+            valid,
+            work / spec,
+            compile_model=True,
+            precision="fp16" if variant == "fp16" else "auto",
+            graph=variant != "nograph",
+        )
+        setup_s = time.perf_counter() - start
+        warm_steps = 10  # past CAPTURE_AFTER: compiled, captured and replayed
+        start = time.perf_counter()
+        for _ in range(warm_steps):
+            t.train_step()
+        sync()
+        warm_s = time.perf_counter() - start
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        # The machine to this run alone from here: no other run times its steps, sets up
+        # or compiles (compilation benchmarks kernels on the GPU and takes the cores that
+        # the host's replays need).
+        fcntl.flock(lock, fcntl.LOCK_EX)
         result = timed_part(t, cfg, store_dir, steps)
     return {
         "tier": tier,

@@ -50,7 +50,8 @@ def make_project(root: Path, data: Path, steps: int, tiers: list) -> None:
 
 def stage(root: Path, args: list, log: Path) -> float:
     """Run ``python -m pipeline.<args>`` in ``root``; its wall seconds (output to ``log``)."""
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT / 'src'}"}
+    paths = [str(root), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     start = time.perf_counter()
     with open(log, "w") as out:
         done = subprocess.run(

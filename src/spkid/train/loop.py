@@ -320,7 +320,7 @@ class Trainer:
             self.train_step()
             s.step, since = s.step + 1, since + 1
             if s.step % r.log_every == 0 or s.step == r.steps:
-                self._log_training(self.sums / since, since, time.perf_counter() - tick, bar)
+                self._log_training(self.sums / since, since, tick, bar)
                 self.sums.zero_()
                 since, tick = 0, time.perf_counter()
             if s.step % r.valid_every == 0 or s.step == r.steps:
@@ -339,10 +339,13 @@ class Trainer:
             "ranks": gather_ranks(s.step, self.model, self.world),
         }
 
-    def _log_training(self, means: torch.Tensor, steps: int, elapsed: float, bar) -> None:
-        """Log mean loss and accuracy over the last ``steps`` steps, and throughput."""
-        self.state.train_seconds += elapsed
+    def _log_training(self, means: torch.Tensor, steps: int, tick: float, bar) -> None:
+        """Log mean loss and accuracy over the last ``steps`` steps (since ``tick``, a
+        perf_counter time), and throughput. The read of ``means`` waits for the GPU, so the
+        time is the steps' device time, not the host's running ahead of it."""
         loss, acc = means.tolist()
+        elapsed = time.perf_counter() - tick
+        self.state.train_seconds += elapsed
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss} near step {self.state.step}: lower recipe.lr or raise recipe.warmup"
