@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from importlib.metadata import version
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import numpy as np
@@ -54,9 +55,13 @@ ARTIFACTS_DIR = "mlartifacts"
 DB_FILE = "mlflow.db"
 LOCK_FILE = ".mlflow.lock"
 MAX_PARAM_LENGTH = 6000
-MODEL_REQUIREMENTS = ("torch", "torchaudio", "numpy", "pandas", "soundfile", "mlflow")
+MODEL_REQUIREMENTS = ("torch", "torchaudio", "numpy", "pandas", "soundfile", "tqdm", "mlflow")
 MODEL_NAME = "model"  # the pyfunc model's name in its run: runs:/<id>/model
 CHAMPION = "champion"  # the registered model's alias for the best version so far
+# MLflow copies the uv.lock and pyproject.toml of the folder it logs from into the model, and its
+# uv env manager then restores the model's environment with `uv sync`, which fails building
+# spkid from a folder without its sources: the model's requirements.txt and code are its own
+NO_UV_FILES = {"MLFLOW_LOG_UV_FILES": "false"}
 EXAMPLE_SECONDS = 0.5  # the input example's clip
 EXAMPLE_HZ = 220.0
 DIGEST_LENGTH = 36  # MLflow's dataset digest column
@@ -219,15 +224,16 @@ def log_pyfunc(checkpoints: list, frontend: dict) -> None:
         example = pd.DataFrame(
             {"audio": [example_audio(frontend.get("sample_rate", FrontEnd.sample_rate))]}
         )
-        mlflow.pyfunc.log_model(
-            name=MODEL_NAME,
-            python_model=str(code / "serve" / "pyfunc.py"),
-            artifacts={**artifacts, "frontend": str(settings)},
-            code_paths=[str(code)],
-            signature=SIGNATURE,
-            input_example=(example, {"top_k": 5}),
-            pip_requirements=requirements,
-        )
+        with mock.patch.dict(os.environ, NO_UV_FILES):
+            mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=str(code / "serve" / "pyfunc.py"),
+                artifacts={**artifacts, "frontend": str(settings)},
+                code_paths=[str(code)],
+                signature=SIGNATURE,
+                input_example=(example, {"top_k": 5}),
+                pip_requirements=requirements,
+            )
 
 
 def load_identifier(uri: str):

@@ -1,6 +1,9 @@
 import base64
 import io
 import json
+import os
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,16 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile
+import yaml
 from mlflow.exceptions import MlflowException
 
-from tests.conftest import REPO, clean_env
+from tests.conftest import REPO, run
 
 LOAD_AND_PREDICT = """
 import json, sys, mlflow, pandas
 model = mlflow.pyfunc.load_model(sys.argv[1])
 out = model.predict(pandas.DataFrame({"audio": json.loads(sys.argv[2])}), params={"top_k": 3})
-import spkid
-print(spkid.__file__)
+import spkid, torch
+print(spkid.__file__, torch.__file__)
 print(out.to_json(orient="records"))
 """
 
@@ -31,13 +35,41 @@ def model(trained):
     return mlflow.pyfunc.load_model(f"runs:/{trained.run_id}/model")
 
 
-def test_a_logged_model_names_the_speakers_in_a_fresh_process(trained, tmp_path):
-    files = sorted(trained.labels)
-    env = {**clean_env(), "MLFLOW_TRACKING_URI": trained.uri}
-    env.pop("PYTHONPATH", None)  # spkid comes from the model's code
+def uv() -> str:
+    """run.sh's uv (.tools/bin/uv), else the one on PATH."""
+    found = shutil.which("uv", path=f"{REPO / '.tools' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    assert found, "no uv: ./run.sh installs it at .tools/bin/uv"
+    return found
+
+
+def model_environment(uri: str, venv: Path) -> Path:
+    """A new virtual environment ``venv`` holding only the logged requirements of the model
+    at ``uri`` (MLflow's requirements.txt, installed as MLflow's uv env manager does; the
+    versions they leave open pinned to uv.lock's, so that uv's cache has them): its python."""
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(uri))
+    python_env = yaml.safe_load(requirements.with_name("python_env.yaml").read_text())
+    assert python_env["python"] == platform.python_version()
+    assert not requirements.with_name("uv.lock").exists()  # else MLflow's uv env manager syncs it
+    locked = venv.with_name("locked.txt")
+    export = ["export", "--frozen", "--no-hashes", "--no-emit-project", "--all-groups"]
+    run([uv(), *export, "-q", "-o", str(locked)], REPO)
+    run([uv(), "venv", "-q", str(venv), "--python", sys.executable], venv.parent)
+    python = venv / "bin" / "python"
+    install = ["pip", "install", "-q", "--python", str(python), "-r", str(requirements)]
+    run([uv(), *install, "--constraint", str(locked)], venv.parent)
+    return python
+
+
+def test_a_logged_model_names_the_speakers_in_an_environment_of_its_requirements(
+    trained, tmp_path, monkeypatch
+):
     uri = f"runs:/{trained.knowing_run_id}/model"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
+    python = model_environment(uri, tmp_path / "venv")
+    files = sorted(trained.labels)
+    env = {"PATH": f"{python.parent}{os.pathsep}/usr/bin:/bin", "MLFLOW_TRACKING_URI": trained.uri}
     done = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_PREDICT, uri, json.dumps(files)],
+        [str(python), "-c", LOAD_AND_PREDICT, uri, json.dumps(files)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -45,8 +77,10 @@ def test_a_logged_model_names_the_speakers_in_a_fresh_process(trained, tmp_path)
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    *_, package, answer = done.stdout.strip().splitlines()
+    *_, modules, answer = done.stdout.strip().splitlines()
+    package, torch_file = modules.split()
     assert "/code/spkid/" in package and not package.startswith(str(REPO))  # the model's copy
+    assert torch_file.startswith(str(tmp_path / "venv"))
     rows = json.loads(answer)
     assert len(rows) == len(files)
     right = sum(r["speaker"] == trained.labels[f] for r, f in zip(rows, files))

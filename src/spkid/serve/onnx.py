@@ -41,6 +41,7 @@ def export(model: nn.Module, n_mels: int, path) -> None:
             opset_version=OPSET,
             dynamo=True,
             external_data=False,
+            verbose=False,
         )
 
 
