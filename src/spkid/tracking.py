@@ -148,15 +148,26 @@ SIGNATURE = ModelSignature(
             ColSpec(Array(Array("double")), "features", required=False),
         ]
     ),
-    outputs=Schema(
+    outputs=Schema(  # the trained speakers' probabilities, or with a bank the open set's cosines
         [
             ColSpec("string", "speaker"),
-            ColSpec("double", "probability"),
+            ColSpec("double", "probability", required=False),
+            ColSpec("string", "kind", required=False),
+            ColSpec("double", "score", required=False),
             ColSpec(Array("string"), "top_k_speakers"),
-            ColSpec(Array("double"), "top_k_probabilities"),
+            ColSpec(Array("double"), "top_k_probabilities", required=False),
+            ColSpec(Array("string"), "top_k_kinds", required=False),
+            ColSpec(Array("double"), "top_k_scores", required=False),
         ]
     ),
-    params=ParamSchema([ParamSpec("top_k", "long", 5)]),
+    params=ParamSchema(  # bank, threshold, with_classes: serve/pyfunc.py's open set
+        [
+            ParamSpec("top_k", "long", 5),
+            ParamSpec("bank", "string", ""),
+            ParamSpec("threshold", "double", None),
+            ParamSpec("with_classes", "boolean", False),
+        ]
+    ),
 )
 
 

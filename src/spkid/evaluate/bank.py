@@ -152,17 +152,21 @@ def score(bank: Bank, embeddings: np.ndarray, model: str) -> np.ndarray:
     return normalise(embeddings) @ normalise(bank.means).T
 
 
+def best_above(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """(N, K) scores -> (N,) int64 column of each row's best score, or -1 where that score is
+    not above ``threshold`` (or there is no column)."""
+    scores = np.atleast_2d(scores)
+    if not scores.shape[1]:
+        return np.full(len(scores), -1, np.int64)
+    best = scores.argmax(1)
+    return np.where(scores[np.arange(len(scores)), best] > threshold, best, -1)
+
+
 def identify(bank: Bank, embeddings: np.ndarray, model: str, threshold: float) -> list:
     """The best-scoring enrolled speaker per embedding, or UNKNOWN where its cosine is not
     above ``threshold`` (or nobody is enrolled)."""
-    scores = score(bank, embeddings, model)  # (N, S)
-    if not bank.names:
-        return [UNKNOWN] * len(scores)
-    best = scores.argmax(1)
-    return [
-        bank.names[k] if s > threshold else UNKNOWN
-        for k, s in zip(best, scores[np.arange(len(scores)), best])
-    ]
+    picks = best_above(score(bank, embeddings, model), threshold)
+    return [bank.names[k] if k >= 0 else UNKNOWN for k in picks]
 
 
 def save_bank(bank: Bank, path) -> None:
