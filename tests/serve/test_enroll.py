@@ -148,7 +148,7 @@ def with_classes(trained, tmp_path, capsys):
     model, trained_clip, trained_speaker = cosine_checkpoint(trained, tmp_path / "cos.pt")
     speakers = sorted(set(trained.labels.values()))
     bank = tmp_path / "bank.npz"
-    dirs = speaker_dirs(trained, tmp_path / "enrol", speakers[:1])
+    dirs = speaker_dirs(trained, tmp_path / "cos_enrol", speakers[:1])
     assert main(["enroll", "--model", str(model), "--bank", str(bank), *dirs]) == 0
     enrolled_clip = clips(trained, speakers[0], "_t0")[0]  # scores cosine 1 against its mean
     files = [trained_clip, enrolled_clip, clips(trained, speakers[3])[0]]
