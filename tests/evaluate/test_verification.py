@@ -116,10 +116,13 @@ def test_verify_writes_metrics_and_a_det_curve(tmp_path):
 
 
 def test_verify_without_heldout_speakers_says_so(tmp_path):
-    folder, *_ = embedded_project(tmp_path, SplitConfig(valid_ratio=0.25))
+    folder, store, split, _model = embedded_project(tmp_path, SplitConfig(valid_ratio=0.25))
     assert read_meta(folder)["heldout"] == 0
     assert verify([folder], tmp_path / "v", VerifyConfig(), seed=0) == {"heldout_speakers": 0}
     assert (tmp_path / "v/det.png").exists()
+    both = [folder, second_member(tmp_path, store, split)]  # an ensemble: the same answer
+    assert verify(both, tmp_path / "e", VerifyConfig(), seed=0) == {"heldout_speakers": 0}
+    assert json.loads((tmp_path / "e/metrics.json").read_text()) == {"heldout_speakers": 0}
 
 
 def test_verify_of_an_ensemble_scores_the_mean_of_its_members_cosines(tmp_path):
