@@ -88,7 +88,7 @@ class SpeakerModel(PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
         params = params or {}
-        k = int(params.get("top_k") or DEFAULT_TOP_K)
+        k = int(params.get("top_k", DEFAULT_TOP_K))
         if k < 1:
             raise bad_input(f"top_k must be >= 1, got {k}")
         if params.get("bank"):
