@@ -1,4 +1,5 @@
-"""Stage `compare`: every tier side by side (reports/tiers.md, reports/tiers.png)."""
+"""Stage `compare`: every tier side by side, verification figures included (reports/tiers.md,
+reports/tiers.png); registers the champion."""
 
 import json
 
