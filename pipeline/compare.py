@@ -1,10 +1,17 @@
-"""Stage `compare`: every tier side by side (reports/tiers.md, reports/tiers.png)."""
+"""Stage `compare`: every tier side by side, verification figures included (reports/tiers.md,
+reports/tiers.png); registers the champion."""
 
 import json
 
 from pipeline.params import load_params, repo_root
 from spkid import tracking
-from spkid.evaluate.compare import paired, read_correct, tier_rows, write_comparison
+from spkid.evaluate.compare import (
+    paired,
+    read_correct,
+    read_verification,
+    tier_rows,
+    write_comparison,
+)
 from spkid.params import ENSEMBLE, SUMMARY_FILE
 
 
@@ -21,7 +28,8 @@ def main() -> None:
     valid = {t: json.loads((paths.validate_reports(t) / "metrics.json").read_text()) for t in tiers}
     sources = {t: paths.validate_reports(t) / "predictions.csv" for t in tiers}
     right = paired({t: read_correct(f) for t, f in sources.items()}, tiers, sources)
-    rows = tier_rows(tiers, train, valid, right, params.compare.course_kaggle)
+    verified = {t: read_verification(paths.verify_reports(t) / "metrics.json") for t in tiers}
+    rows = tier_rows(tiers, train, valid, right, verified, params.compare.course_kaggle)
     title = f"spkid tiers: source {params.source.name}, profile {params.profile}"
     write_comparison(rows, title, len(right[tiers[0]]), *paths.comparison)
     tracking.log_comparison(repo_root(), params.mlflow.experiment, rows, list(paths.comparison))

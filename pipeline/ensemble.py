@@ -1,10 +1,12 @@
 """Stage `ensemble`: the averaged log-probabilities of several tiers' kept checkpoints (`best.pt`),
-validated and predicted like one more tier (reports/{validate,predict}/ensemble)."""
+validated and predicted like one more tier (reports/{validate,predict}/ensemble); its MLflow
+run's id in reports/validate/ensemble/run_id, for verify_ensemble."""
 
 import json
 
 from pipeline.params import load_params, repo_root
 from spkid import tracking
+from spkid.atomic import write_text
 from spkid.data.store import META_FILE
 from spkid.evaluate.report import VALIDATE_FILES, predict, validate
 from spkid.params import ENSEMBLE
@@ -37,7 +39,7 @@ def main() -> None:
         precision=params.train.precision,
     )
     files = [out_dir / n for n in VALIDATE_FILES]
-    tracking.log_stage_run(
+    run_id = tracking.log_stage_run(
         repo_root(),
         params.mlflow.experiment,
         ENSEMBLE,
@@ -49,6 +51,7 @@ def main() -> None:
         checkpoints,
         json.loads((paths.train_store / META_FILE).read_text()),
     )
+    write_text(paths.run_id(ENSEMBLE), run_id + "\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """spkid's command line.
 
 python -m spkid identify --model MODEL FILE_OR_FOLDER... [--top-k K] [--out result.csv]
-    [--bank BANK [--threshold T]]
+    [--bank BANK [--threshold T] [--with-classes]]
 python -m spkid enroll --bank BANK [--model MODEL SPEAKER_DIR... [--name NAME]]
     [--remove NAME...] [--threshold T] [--list]
 """
@@ -14,15 +14,8 @@ from pathlib import Path
 from spkid.atomic import write_csv
 from spkid.evaluate.bank import BankError, listing, load_bank
 from spkid.serve import enroll
-from spkid.serve.identify import (
-    BANK_COLUMNS,
-    COLUMNS,
-    DEFAULT_THRESHOLD,
-    checked_bank,
-    identify,
-    identify_bank,
-    load_identifier,
-)
+from spkid.serve.identifier import DEFAULT_THRESHOLD, checked_bank
+from spkid.serve.identify import BANK_COLUMNS, COLUMNS, identify, identify_bank, load_identifier
 
 IDENTIFY_HELP = f"""\
 Identify the speakers of audio files with a trained tier (or ensemble), through the course
@@ -38,8 +31,13 @@ could not be used; such files do not stop the others). Exit status 1 when a file
 With --bank (made by `enroll`), the speakers are the bank's enrolled ones instead of the
 trained classes: each file's answer is the enrolled speaker whose mean embedding is the most
 similar (cosine), or "unknown" when that cosine is not above the threshold: --threshold, else
-the one stored in the bank (enroll --threshold), else {DEFAULT_THRESHOLD}. The table's
-columns are then file, speaker, score (the best cosine), top_k ("speaker:cosine ...") and error.
+the one stored in the bank (enroll --threshold), else {DEFAULT_THRESHOLD}. With --with-classes
+the model's trained speakers are candidates too, each scored by the cosine to its class weight
+in the network's cosine head (amsoftmax, aamsoftmax: the boss, beyond and tdnn tiers; other
+heads are refused), so that a voice is a trained speaker, an enrolled one or unknown, under one
+threshold. The table's columns are then file, speaker, kind (enrolled, trained or unknown),
+score (the best cosine), top_k ("speaker:cosine ...", a trained one "speaker[trained]:cosine")
+and error.
 """
 
 ENROLL_HELP = """\
@@ -72,6 +70,11 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--device", default="auto", help="auto (a GPU if any), cpu, cuda or cuda:N")
     cmd.add_argument("--bank", help="identify among this enrolment bank's speakers")
     cmd.add_argument("--threshold", type=float, help="bank mode: cosine for 'unknown'")
+    cmd.add_argument(
+        "--with-classes",
+        action="store_true",
+        help="bank mode: the trained speakers are candidates too (a cosine head's classes)",
+    )
     cmd = commands.add_parser(
         "enroll",
         help="enrol new speakers into a bank",
@@ -92,13 +95,25 @@ def parser() -> argparse.ArgumentParser:
 def run_identify(args) -> int:
     if args.top_k < 1:
         sys.exit(f"--top-k must be >= 1, got {args.top_k}")
-    if args.threshold is not None and not args.bank:
-        sys.exit("--threshold needs --bank")
+    for flag, given in (
+        ("--threshold", args.threshold is not None),
+        ("--with-classes", args.with_classes),
+    ):
+        if given and not args.bank:
+            sys.exit(f"{flag} needs --bank")
     identifier = load_identifier(args.model)
     if args.bank:
         bank = checked_bank(args.bank, identifier)
         columns = BANK_COLUMNS
-        rows = identify_bank(identifier, bank, args.inputs, args.top_k, args.threshold, args.device)
+        rows = identify_bank(
+            identifier,
+            bank,
+            args.inputs,
+            args.top_k,
+            args.threshold,
+            args.device,
+            with_classes=args.with_classes,
+        )
     else:
         columns = COLUMNS
         rows = identify(identifier, args.inputs, args.top_k, args.device)

@@ -70,7 +70,10 @@ class Paths:
         return self.tier_models(tier) / BEST
 
     def run_id(self, tier: str) -> Path:
-        """The file holding a tier's MLflow run id."""
+        """The file holding a tier's MLflow run id (the ensemble's: the ensemble stage's run,
+        beside its validation reports)."""
+        if tier == ENSEMBLE:
+            return self.validate_reports(ENSEMBLE) / RUN_ID_FILE
         return self.tier_models(tier) / RUN_ID_FILE
 
     def train_reports(self, tier: str) -> Path:

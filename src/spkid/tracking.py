@@ -153,15 +153,26 @@ SIGNATURE = ModelSignature(
             ColSpec(Array(Array("double")), "features", required=False),
         ]
     ),
-    outputs=Schema(
+    outputs=Schema(  # the trained speakers' probabilities, or with a bank the open set's cosines
         [
             ColSpec("string", "speaker"),
-            ColSpec("double", "probability"),
+            ColSpec("double", "probability", required=False),
+            ColSpec("string", "kind", required=False),
+            ColSpec("double", "score", required=False),
             ColSpec(Array("string"), "top_k_speakers"),
-            ColSpec(Array("double"), "top_k_probabilities"),
+            ColSpec(Array("double"), "top_k_probabilities", required=False),
+            ColSpec(Array("string"), "top_k_kinds", required=False),
+            ColSpec(Array("double"), "top_k_scores", required=False),
         ]
     ),
-    params=ParamSchema([ParamSpec("top_k", "long", 5)]),
+    params=ParamSchema(  # bank, threshold, with_classes: serve/pyfunc.py's open set
+        [
+            ParamSpec("top_k", "long", 5),
+            ParamSpec("bank", "string", ""),
+            ParamSpec("threshold", "double", None),
+            ParamSpec("with_classes", "boolean", False),
+        ]
+    ),
 )
 
 
@@ -585,14 +596,18 @@ def log_stage_run(
     files: list,
     checkpoints: tuple = (),
     store_meta: dict | None = None,
-) -> None:
+) -> str:
     """One ``<exp>/<stage>`` run (tier tag ``stage``) holding ``metrics`` and ``files``: the
     stages that have no training run of their own (compare, ensemble); with ``checkpoints``
-    (and their training store's meta.json) also their pyfunc model and the data digest tag."""
+    (and their training store's meta.json) also their pyfunc model and the data digest tag.
+
+    Returns:
+        the run's id.
+    """
     exp = experiment_id(root, experiment)
     with mlflow.start_run(
         experiment_id=exp, run_name=f"{exp_name()}/{stage}", log_system_metrics=False
-    ):
+    ) as run:
         mlflow.set_tags({"tier": stage, "dvc.exp_name": exp_name(), "dvc.stage": stage})
         mlflow.log_metrics(metrics)
         for f in files:
@@ -600,11 +615,13 @@ def log_stage_run(
         if checkpoints:
             mlflow.set_tag("data.digest", store_meta["digest"])
             log_pyfunc(list(checkpoints), store_meta["frontend"])
+    return run.info.run_id
 
 
 def log_comparison(root, experiment: str, rows: list, files: list) -> None:
     """One ``<exp>/compare`` run holding every tier's figures and the comparison files."""
     keys = ("top1", "top1_low", "top1_high", "mcnemar_p", "macro_f1")
+    keys += ("eer", "mindcf_p01", "mindcf_p05")  # verification (None: no held-out speakers)
     metrics = {f"{r['tier']}/{k}": r[k] for r in rows for k in keys if r[k] is not None}
     log_stage_run(root, experiment, "compare", metrics, files)
 

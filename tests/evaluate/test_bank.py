@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from spkid.evaluate.bank import (
-    UNKNOWN,
     BankError,
+    best_above,
     empty_bank,
     enroll,
-    identify,
     listing,
     load_bank,
     model_digest,
@@ -46,8 +45,8 @@ def test_scores_are_cosines_to_the_means_and_unknown_below_the_threshold():
     bank = two_speakers()
     probes = np.array([[1.0, 1.0], [-2.0, 0.1], [1.0, -1.0]])
     np.testing.assert_allclose(score(bank, probes, MODEL)[0], [1.0, -(2**-0.5)], atol=1e-6)
-    assert identify(bank, probes, MODEL, threshold=0.5) == ["ann", "bob", UNKNOWN]
-    assert identify(empty_bank(MODEL, 2), probes, MODEL, 0.5) == [UNKNOWN] * 3
+    assert best_above(score(bank, probes, MODEL), 0.5).tolist() == [0, 1, -1]  # ann, bob, none
+    assert best_above(score(empty_bank(MODEL, 2), probes, MODEL), -1.0).tolist() == [-1] * 3
 
 
 def test_remove_and_list():

@@ -1,11 +1,22 @@
 """The tier comparison: Wilson intervals, the exact McNemar test, the paired reading of the
 validate stage's predictions and the table built from them."""
 
+import json
+
 import numpy as np
 import pytest
 
 from spkid.atomic import write_csv
-from spkid.evaluate.compare import markdown, mcnemar, paired, read_correct, tier_rows, wilson
+from spkid.evaluate.compare import (
+    markdown,
+    mcnemar,
+    paired,
+    read_correct,
+    read_verification,
+    tier_rows,
+    wilson,
+    write_comparison,
+)
 
 
 def test_wilson_matches_hand_values():
@@ -75,10 +86,46 @@ def test_rows_and_table_carry_intervals_and_tests():
     }
     train = {t: {"parameters": 1000, "train_seconds": 1.0, "steps": 5} for t in right}
     valid = {t: {"top1": r.mean(), "top5": 1.0, "macro_f1": r.mean()} for t, r in right.items()}
-    rows = tier_rows(["simple", "boss"], train, valid, right, {"simple": 0.6})
+    verified = {"simple": None, "boss": {"eer": 0.125, "mindcf_p01": 0.5, "mindcf_p05": 0.25}}
+    rows = tier_rows(["simple", "boss"], train, valid, right, verified, {"simple": 0.6})
     assert rows[0]["mcnemar_p"] is None and rows[0]["top1_low"] == pytest.approx(wilson(6, 10)[0])
     assert (rows[1]["wins"], rows[1]["losses"]) == (4, 0)
     assert rows[1]["mcnemar_p"] == pytest.approx(2 / 16)  # 4 one-sided discordances
+    assert rows[0]["eer"] is None and rows[1]["mindcf_p05"] == 0.25
     table = markdown(rows, "t", 10)
     assert "| simple | 0.600 | 0.313-0.832 | - | - |" in table
     assert "| boss | 1.000 | 0.722-1.000 | +4 / -0 vs simple | 0.125 |" in table
+    assert "| EER % | minDCF 0.01 | minDCF 0.05 |" in table
+    assert "| 1.000 | 0.600 | n/a | n/a | n/a | 1,000 |" in table  # top-5, macro-F1, then n/a
+    assert "| 1.000 | 1.000 | 12.50 | 0.500 | 0.250 | 1,000 |" in table
+
+
+def _verify_file(path, metrics):
+    path.write_text(json.dumps(metrics))
+    return path
+
+
+def test_read_verification_takes_asnorm_figures_or_n_a_and_names_a_bad_file(tmp_path):
+    figures = {"eer": 0.2, "mindcf_p01": 0.9, "mindcf_p05": 0.7}
+    good = _verify_file(tmp_path / "good.json", {"cosine": {}, "asnorm": {**figures, "top": 3}})
+    assert read_verification(good) == figures
+    assert read_verification(_verify_file(tmp_path / "none.json", {"heldout_speakers": 0})) is None
+    with pytest.raises(ValueError, match=r"missing\.json: no verify metrics"):
+        read_verification(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match=r"old\.json: no asnorm \['eer'"):
+        read_verification(_verify_file(tmp_path / "old.json", {"cosine": figures}))
+
+
+def test_the_figure_is_written_with_and_without_verified_tiers(tmp_path):
+    right = {"a": np.array([True, False]), "b": np.array([True, True])}
+    train = {t: {"parameters": 1, "train_seconds": 1.0, "steps": 1} for t in right}
+    valid = {t: {"top1": r.mean(), "top5": 1.0, "macro_f1": r.mean()} for t, r in right.items()}
+    figures = {"eer": 0.1, "mindcf_p01": 0.5, "mindcf_p05": 0.3}
+    for name, verified in {
+        "some": {"a": None, "b": figures},
+        "none": {"a": None, "b": None},
+    }.items():
+        rows = tier_rows(["a", "b"], train, valid, right, verified, {})
+        write_comparison(rows, "t", 2, tmp_path / f"{name}.md", tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    assert "| n/a | n/a | n/a |" in (tmp_path / "none.md").read_text()

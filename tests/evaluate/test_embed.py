@@ -1,5 +1,6 @@
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from spkid.evaluate.bank import model_digest
 from spkid.evaluate.embed import (
     embed_arrays,
     embed_utterances,
+    fused_digest,
     read_embeddings,
+    read_fused,
     read_meta,
     write_embeddings,
 )
@@ -92,3 +95,42 @@ def test_the_embedding_folder_holds_valid_heldout_and_test(tmp_path):
         assert next(csv.reader(f)) == ["set", "row", "uid", "speaker"]
     with pytest.raises(ValueError, match="'train' is not an embedding set"):
         read_embeddings(out, "train")
+
+
+def second_member(tmp_path, store, split):
+    """Another untrained checkpoint (12-wide embeddings) of embedded_project's store and its
+    embedding folder ``tmp_path``/embed2."""
+    config = replace(MODEL, embedding=12, pooling="mean")
+    speaker2id = trained_mapping(store.speaker2id, [store.speakers[i] for i in split["train"]])
+    torch.manual_seed(1)
+    model = SpeakerNet(config, store.n_mels, len(speaker2id)).eval()
+    checkpoint.save(tmp_path / "b.pt", model, TierConfig(config, RECIPE), 40, speaker2id)
+    out = tmp_path / "embed2"
+    write_embeddings(
+        tmp_path / "b.pt", tmp_path / "store", tmp_path / "test", tmp_path / "split.json", out
+    )
+    return out
+
+
+def test_fused_cosines_are_the_mean_of_the_members_cosines(tmp_path):
+    first, store, split, _model = embedded_project(tmp_path)
+    second = second_member(tmp_path, store, split)
+    fused, uids, speakers = read_fused([first, second], "heldout")
+    a, b = read_embeddings(first, "heldout")[0], read_embeddings(second, "heldout")[0]
+    assert fused.shape == (16, 8 + 12) and fused.dtype == np.float32
+    assert (uids, speakers) == read_embeddings(first, "heldout")[1:]
+    np.testing.assert_allclose(np.linalg.norm(fused, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(fused @ fused.T, (a @ a.T + b @ b.T) / 2, atol=1e-5)
+    np.testing.assert_allclose(read_fused([first], "heldout")[0], a, rtol=1e-6)
+    assert fused_digest([first]) == read_meta(first)["model"]
+    assert fused_digest([first, second]) not in (fused_digest([first]), fused_digest([second]))
+    assert fused_digest([first, second]) != fused_digest([second, first])
+
+
+def test_fusing_folders_of_other_utterances_is_refused_naming_them(tmp_path):
+    first, *_ = embedded_project(tmp_path / "a")
+    other, *_ = embedded_project(
+        tmp_path / "b", SplitConfig(valid_ratio=0.5, heldout_speakers=0.34)
+    )
+    with pytest.raises(ValueError, match=r"b/embed and .*a/embed hold different valid utterances"):
+        read_fused([first, other], "valid")

@@ -6,7 +6,7 @@ import pytest
 from spkid.config import ConfigError, build
 from spkid.data.split import SplitConfig
 from spkid.evaluate.bank import normalise
-from spkid.evaluate.embed import read_meta
+from spkid.evaluate.embed import read_fused, read_meta
 from spkid.evaluate.verification import (
     VerifyConfig,
     asnorm,
@@ -17,7 +17,7 @@ from spkid.evaluate.verification import (
     verification_metrics,
     verify,
 )
-from tests.evaluate.test_embed import embedded_project
+from tests.evaluate.test_embed import embedded_project, second_member
 
 
 def trial_set(targets, nontargets):
@@ -101,7 +101,7 @@ def test_verify_config_rejects_bad_values_and_unknown_keys():
 def test_verify_writes_metrics_and_a_det_curve(tmp_path):
     folder, _store, split, _model = embedded_project(tmp_path)
     config = VerifyConfig(target_trials=20, enroll=3)
-    metrics = verify(folder, tmp_path / "v", config, seed=0)
+    metrics = verify([folder], tmp_path / "v", config, seed=0)
     # 2 held-out speakers of 8 utterances: 2 * 28 same-speaker pairs, cut to 20; 64 others
     assert metrics["trials"] == {"target": 20, "nontarget": 64, "speakers": 2, "utterances": 16}
     assert metrics["asnorm"]["cohort"] == 4 and metrics["asnorm"]["top"] == 4
@@ -116,7 +116,25 @@ def test_verify_writes_metrics_and_a_det_curve(tmp_path):
 
 
 def test_verify_without_heldout_speakers_says_so(tmp_path):
-    folder, *_ = embedded_project(tmp_path, SplitConfig(valid_ratio=0.25))
+    folder, store, split, _model = embedded_project(tmp_path, SplitConfig(valid_ratio=0.25))
     assert read_meta(folder)["heldout"] == 0
-    assert verify(folder, tmp_path / "v", VerifyConfig(), seed=0) == {"heldout_speakers": 0}
+    assert verify([folder], tmp_path / "v", VerifyConfig(), seed=0) == {"heldout_speakers": 0}
     assert (tmp_path / "v/det.png").exists()
+    both = [folder, second_member(tmp_path, store, split)]  # an ensemble: the same answer
+    assert verify(both, tmp_path / "e", VerifyConfig(), seed=0) == {"heldout_speakers": 0}
+    assert json.loads((tmp_path / "e/metrics.json").read_text()) == {"heldout_speakers": 0}
+
+
+def test_verify_of_an_ensemble_scores_the_mean_of_its_members_cosines(tmp_path):
+    first, store, split, _model = embedded_project(tmp_path)
+    second = second_member(tmp_path, store, split)
+    config = VerifyConfig(target_trials=20, enroll=3)
+    fused = verify([first, second], tmp_path / "v", config, seed=0)
+    alone = [verify([f], tmp_path / f"v{i}", config, seed=0) for i, f in enumerate([first, second])]
+    assert fused["trials"] == alone[0]["trials"]  # the same trials, other scores
+    emb, _uids, speakers = read_fused([first, second], "heldout")
+    trials, target = make_trials(speakers, 20, config.nontarget_trials, seed=0)
+    mean = sum(cosine_scores(read_fused([f], "heldout")[0], trials) for f in (first, second)) / 2
+    np.testing.assert_allclose(cosine_scores(emb, trials), mean, atol=1e-6)
+    assert fused["cosine"]["eer"] == pytest.approx(equal_error_rate(mean, target), abs=1e-6)
+    assert fused["openset"]["genuine_probes"] == alone[0]["openset"]["genuine_probes"]

@@ -46,6 +46,8 @@ def test_repro_writes_every_output(reproduced):
         assert set(verify["cosine"]) == {"eer", "mindcf_p01", "mindcf_p05"}
         assert verify["openset"]["genuine_probes"] == 3 and "dir_fa01" in verify["openset"]
         assert (root / f"reports/verify/{tier}/det.png").stat().st_size > 1000
+    fused = json.loads((root / "reports/verify/ensemble/metrics.json").read_text())
+    assert fused["trials"] == verify["trials"] and set(fused["asnorm"]) >= {"eer", "mindcf_p05"}
     ensemble = json.loads((root / "reports/validate/ensemble/metrics.json").read_text())
     assert set(ensemble) >= {"top1", "loss"}
     with open(root / "reports/predict/ensemble/submission.csv") as f:
@@ -54,6 +56,8 @@ def test_repro_writes_every_output(reproduced):
     assert all(f"| {t} |" in table for t in [*TIERS, "ensemble"])
     assert len(re.findall(r"\| \d\.\d{3}-\d\.\d{3} \|", table)) == len(TIERS) + 1  # intervals
     assert all(f" vs {t} | " in table for t in TIERS)  # McNemar against the previous row
+    eer_cells = r"\| \d+\.\d{2} \| \d\.\d{3} \| \d\.\d{3} \|"  # EER %, minDCF 0.01, 0.05
+    assert len(re.findall(eer_cells, table)) == len(TIERS) + 1
     status = run([sys.executable, "-m", "dvc", "status"], root).stdout
     assert "up to date" in status
 
@@ -63,9 +67,12 @@ def test_repro_honours_the_mlflow_contract(reproduced):
     by_tier = {r.data.tags["tier"]: r for r in found}
     assert sorted(by_tier) == sorted([*TIERS, "compare", "ensemble"])
     assert len(found) == len(TIERS) + 2  # one run per tier, no duplicates
-    assert {"validate/top1", "predict/rows"} <= set(by_tier["ensemble"].data.metrics)
+    assert {"validate/top1", "predict/rows", "verify/asnorm.eer"} <= set(
+        by_tier["ensemble"].data.metrics
+    )
     compared = by_tier["compare"].data.metrics
     assert {"simple/top1_low", "simple/top1_high", "ensemble/mcnemar_p"} <= set(compared)
+    assert {"simple/eer", "ensemble/eer", "ensemble/mindcf_p01"} <= set(compared)
     assert "simple/mcnemar_p" not in compared  # the first row has no previous one
     assert {a.path for a in client.list_artifacts(by_tier["ensemble"].info.run_id)} >= {
         "submission.csv",

@@ -2,9 +2,15 @@ import csv
 import shutil
 
 import pytest
+import torch
 
 from spkid.__main__ import main
 from spkid.evaluate.bank import load_bank
+from spkid.models import SpeakerNet
+from spkid.serve.identifier import Identifier
+from spkid.train import checkpoint
+from spkid.train.config import TierConfig
+from tests.evaluate.test_embed import MODEL, RECIPE
 
 
 def speaker_dirs(trained, root, speakers, take="_t0"):
@@ -115,3 +121,70 @@ def test_a_folder_of_bad_files_enrols_nobody_and_writes_no_bank(trained, tmp_pat
     err = capsys.readouterr().err
     assert "text.wav: unreadable audio" in err and "mute not enrolled" in err
     assert not bank.exists()
+
+
+def cosine_checkpoint(trained, path):
+    """An untrained network with a cosine (aamsoftmax) head over the knowing model's four
+    speakers, whose class weight of the third speaker is the embedding of that speaker's clip
+    ``_t1``: that clip scores cosine 1 against its trained class. Returns (path, the clip, the
+    speaker)."""
+    speakers = sorted(set(trained.labels.values()))
+    speaker2id = {s: i for i, s in enumerate(speakers)}
+    torch.manual_seed(0)
+    model = SpeakerNet(MODEL, 40, len(speakers)).eval()
+    clip = clips(trained, speakers[2])[0]
+    identifier = Identifier.from_checkpoints([trained.knowing])  # its front end
+    identifier.models = [model]
+    with torch.no_grad():
+        model.head.weight[2] = torch.from_numpy(identifier.embed([identifier.audio(clip)])[0])
+    checkpoint.save(path, model, TierConfig(MODEL, RECIPE), 40, speaker2id)
+    return path, clip, speakers[2]
+
+
+@pytest.fixture
+def with_classes(trained, tmp_path, capsys):
+    """cosine_checkpoint's model, its bank enrolling the first speaker from its ``_t0`` clip,
+    and the identify arguments for that clip, the trained clip and a stranger's clip."""
+    model, trained_clip, trained_speaker = cosine_checkpoint(trained, tmp_path / "cos.pt")
+    speakers = sorted(set(trained.labels.values()))
+    bank = tmp_path / "bank.npz"
+    dirs = speaker_dirs(trained, tmp_path / "cos_enrol", speakers[:1])
+    assert main(["enroll", "--model", str(model), "--bank", str(bank), *dirs]) == 0
+    enrolled_clip = clips(trained, speakers[0], "_t0")[0]  # scores cosine 1 against its mean
+    files = [trained_clip, enrolled_clip, clips(trained, speakers[3])[0]]
+    capsys.readouterr()
+    args = ["identify", "--model", str(model), "--bank", str(bank), *files]
+    return args, (trained_speaker, speakers[0]), bank, model
+
+
+def test_with_classes_a_voice_is_trained_enrolled_or_unknown(with_classes, capsys):
+    args, (trained_speaker, enrolled), _bank, _model = with_classes
+    assert main([*args, "--with-classes", "--threshold", "-1"]) == 0
+    table = rows(capsys)
+    assert list(table[0]) == ["file", "speaker", "kind", "score", "top_k", "error"]
+    assert [(r["speaker"], r["kind"]) for r in table[:2]] == [
+        (trained_speaker, "trained"),
+        (enrolled, "enrolled"),
+    ]
+    assert float(table[0]["score"]) == pytest.approx(1.0, abs=1e-5)
+    assert table[0]["top_k"].startswith(f"{trained_speaker}[trained]:1.0000")
+    assert len(table[0]["top_k"].split()) == 5  # of 1 enrolled + 4 trained candidates
+    cut = table[2]["score"]  # the third clip's best cosine: not above it means unknown
+    assert max(float(r["score"]) for r in table[:2]) > float(cut)
+    assert main([*args, "--with-classes", "--threshold", cut]) == 0
+    answers = [(r["speaker"], r["kind"]) for r in rows(capsys)]
+    assert answers == [(trained_speaker, "trained"), (enrolled, "enrolled"), ("unknown", "unknown")]
+    assert main([*args, "--threshold", "-1"]) == 0  # without: only the enrolled speaker
+    assert {(r["speaker"], r["kind"]) for r in rows(capsys)} == {(enrolled, "enrolled")}
+
+
+def test_with_classes_is_refused_for_a_head_without_class_vectors(trained, enrolled):
+    bank, known, *_ = enrolled
+    args = ["identify", "--model", str(trained.knowing), "--bank", str(bank), "--with-classes"]
+    with pytest.raises(SystemExit) as refused:
+        main([*args, *clips(trained, known[0])])
+    assert "needs a cosine head (amsoftmax or aamsoftmax)" in str(refused.value)
+    assert "this network's MLPHead gives its classes no embedding" in str(refused.value)
+    with pytest.raises(SystemExit) as refused:
+        main(["identify", "--model", str(trained.knowing), "--with-classes", "x.wav"])
+    assert "--with-classes needs --bank" in str(refused.value)

@@ -21,7 +21,7 @@ from spkid.atomic import atomic_path
 
 BANK_VERSION = 1
 BANK_ARRAYS = ("meta", "names", "means", "counts")
-UNKNOWN = "unknown"  # identify's answer below the threshold
+UNKNOWN = "unknown"  # the open set's answer below the threshold
 
 
 class BankError(ValueError):
@@ -38,7 +38,7 @@ class Bank:
         names: (S,) speaker names, in enrolment order.
         means: (S, E) float32 mean of each speaker's L2-normalised embeddings.
         counts: (S,) int64 utterances behind each mean.
-        threshold: the cosine below which identify answers UNKNOWN (None: not set; the
+        threshold: the cosine not above which identify answers UNKNOWN (None: not set; the
             caller's default).
     """
 
@@ -152,17 +152,14 @@ def score(bank: Bank, embeddings: np.ndarray, model: str) -> np.ndarray:
     return normalise(embeddings) @ normalise(bank.means).T
 
 
-def identify(bank: Bank, embeddings: np.ndarray, model: str, threshold: float) -> list:
-    """The best-scoring enrolled speaker per embedding, or UNKNOWN where its cosine is not
-    above ``threshold`` (or nobody is enrolled)."""
-    scores = score(bank, embeddings, model)  # (N, S)
-    if not bank.names:
-        return [UNKNOWN] * len(scores)
+def best_above(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """(N, K) scores -> (N,) int64 column of each row's best score, or -1 where that score is
+    not above ``threshold`` (or there is no column)."""
+    scores = np.atleast_2d(scores)
+    if not scores.shape[1]:
+        return np.full(len(scores), -1, np.int64)
     best = scores.argmax(1)
-    return [
-        bank.names[k] if s > threshold else UNKNOWN
-        for k, s in zip(best, scores[np.arange(len(scores)), best])
-    ]
+    return np.where(scores[np.arange(len(scores)), best] > threshold, best, -1)
 
 
 def save_bank(bank: Bank, path) -> None:

@@ -1,7 +1,9 @@
 """Every tier side by side: a markdown table and a bar chart, with each tier's 95 % interval
-on top-1 (Wilson) and an exact paired test (McNemar) against the tier listed before it."""
+on top-1 (Wilson), an exact paired test (McNemar) against the tier listed before it, and its
+verification EER and minDCF on the held-out speakers (AS-norm scores)."""
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -21,11 +23,18 @@ COLUMNS = (
     "McNemar p",
     "valid top-5",
     "macro-F1",
+    "EER %",
+    "minDCF 0.01",
+    "minDCF 0.05",
     "parameters",
     "train s",
     "steps",
     "course Kaggle",
 )
+
+
+VERIFY_KEYS = ("eer", "mindcf_p01", "mindcf_p05")  # verify's AS-norm figures in the table
+NOT_VERIFIED = "n/a"  # the verify cells of a split that holds no speaker out
 
 
 def wilson(correct: int, total: int, confidence: float = CONFIDENCE) -> tuple:
@@ -83,7 +92,28 @@ def paired(correct: dict, tiers: list, sources: dict) -> dict:
     return {t: np.array([correct[t][u] for u in order]) for t in tiers}
 
 
-def tier_rows(tiers: list, train: dict, valid: dict, right: dict, baselines: dict) -> list:
+def read_verification(path) -> dict | None:
+    """A verify stage's AS-norm EER and minDCFs (VERIFY_KEYS) from its metrics.json; None
+    when its split held no speaker out (split.heldout_speakers 0: nothing to verify).
+
+    Raises:
+        ValueError: naming ``path``, when it is missing or lacks the figures.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no verify metrics (run its verify stage)")
+    metrics = json.loads(path.read_text())
+    if metrics.get("heldout_speakers") == 0:
+        return None
+    try:
+        return {k: float(metrics["asnorm"][k]) for k in VERIFY_KEYS}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: no asnorm {list(VERIFY_KEYS)} ({err!r}); rerun verify") from None
+
+
+def tier_rows(
+    tiers: list, train: dict, valid: dict, right: dict, verified: dict, baselines: dict
+) -> list:
     """One row per tier.
 
     Args:
@@ -91,6 +121,7 @@ def tier_rows(tiers: list, train: dict, valid: dict, right: dict, baselines: dic
         train: tier -> the train stage's summary (parameters, train_seconds, steps).
         valid: tier -> the validate stage's metrics (top1, top5, macro_f1).
         right: tier -> (U,) bool, right predictions on the shared valid utterances (paired).
+        verified: tier -> read_verification's figures, or None (no held-out speakers).
         baselines: tier -> the course's Kaggle score for that tier (may be missing).
     """
     rows = []
@@ -109,6 +140,7 @@ def tier_rows(tiers: list, train: dict, valid: dict, right: dict, baselines: dic
                 "mcnemar_p": test and test["p"],
                 "top5": valid[t]["top5"],
                 "macro_f1": valid[t]["macro_f1"],
+                **{k: verified[t] and verified[t][k] for k in VERIFY_KEYS},
                 "parameters": train[t]["parameters"],
                 "train_seconds": train[t]["train_seconds"],
                 "steps": train[t]["steps"],
@@ -125,6 +157,12 @@ def _test_cells(r: dict) -> str:
     return f"+{r['wins']} / -{r['losses']} vs {r['vs']} | {r['mcnemar_p']:.3g}{mark}"
 
 
+def _verify_cells(r: dict) -> str:
+    if r["eer"] is None:
+        return " | ".join([NOT_VERIFIED] * len(VERIFY_KEYS))
+    return f"{100 * r['eer']:.2f} | {r['mindcf_p01']:.3f} | {r['mindcf_p05']:.3f}"
+
+
 def markdown(rows: list, title: str, utterances: int) -> str:
     """The comparison as a markdown table."""
     lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -132,7 +170,7 @@ def markdown(rows: list, title: str, utterances: int) -> str:
         base = f"{r['baseline']:.3f}" if r["baseline"] is not None else "-"
         lines.append(
             f"| {r['tier']} | {r['top1']:.3f} | {r['top1_low']:.3f}-{r['top1_high']:.3f} | "
-            f"{_test_cells(r)} | {r['top5']:.3f} | {r['macro_f1']:.3f} | "
+            f"{_test_cells(r)} | {r['top5']:.3f} | {r['macro_f1']:.3f} | {_verify_cells(r)} | "
             f"{r['parameters']:,} | {r['train_seconds']:.0f} | {r['steps']} | {base} |"
         )
     lines += [
@@ -141,7 +179,11 @@ def markdown(rows: list, title: str, utterances: int) -> str:
             f"Valid: {utterances} utterances. Interval: Wilson's {CONFIDENCE:.0%} score interval "
             "on top-1. +/-: utterances this tier gets right and the previous row's wrong, and the "
             "reverse; McNemar p: the exact two-sided binomial test of those counts, (real) below "
-            f"{SIGNIFICANCE}. Course Kaggle: the HW4 public-leaderboard score of the course's "
+            f"{SIGNIFICANCE}. EER and minDCF (p_target 0.01 and 0.05, unit costs): verification "
+            "trials among the held-out speakers, AS-norm scores (reports/verify/<tier>/"
+            "metrics.json; the ensemble's: its members' cosines averaged); "
+            f"{NOT_VERIFIED}: the split holds no speaker out (split.heldout_speakers 0). "
+            "Course Kaggle: the HW4 public-leaderboard score of the course's "
             "tier (600 speakers, test set), for orientation; valid columns are measured on this "
             "run's data."
         ),
@@ -150,11 +192,11 @@ def markdown(rows: list, title: str, utterances: int) -> str:
 
 
 def write_comparison(rows: list, title: str, utterances: int, md_path, png_path) -> None:
-    """Write the table and a grouped bar chart of valid top-1 (with its interval) beside the
-    course score."""
+    """Write the table and a figure: valid top-1 (with its interval) beside the course score,
+    and each verified tier's EER."""
     write_text(md_path, markdown(rows, title, utterances))
     p = plt()
-    fig, ax = p.subplots(figsize=(7, 4))
+    fig, (ax, right) = p.subplots(1, 2, figsize=(12, 4), width_ratios=(3, 2))
     x = np.arange(len(rows))
     top1 = np.array([r["top1"] for r in rows])
     low, high = (np.array([r[k] for r in rows]) for k in ("top1_low", "top1_high"))
@@ -166,7 +208,21 @@ def write_comparison(rows: list, title: str, utterances: int, md_path, png_path)
     ax.set_ylabel("accuracy")
     ax.set_title(title)
     ax.legend(loc="lower right")
+    _plot_eer(right, rows)
     fig.tight_layout()
     with atomic_path(Path(png_path)) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     p.close(fig)
+
+
+def _plot_eer(ax, rows: list) -> None:
+    """Bars of the verified tiers' EER (AS-norm); a note where no tier was verified."""
+    verified = [r for r in rows if r["eer"] is not None]
+    ax.set_title("held-out speakers: verification EER (AS-norm)")
+    if not verified:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no held-out speakers (split.heldout_speakers 0)", ha="center")
+        return
+    ax.bar(range(len(verified)), [100 * r["eer"] for r in verified])
+    ax.set_xticks(range(len(verified)), [r["tier"] for r in verified])
+    ax.set_ylabel("EER %")

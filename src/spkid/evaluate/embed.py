@@ -1,5 +1,6 @@
 """Utterance embeddings: a checkpoint's L2-normalised head input for every utterance of the
-valid split, the held-out speakers and the test set: the `embed` stage's call.
+valid split, the held-out speakers and the test set: the `embed` stage's call; and the fusion
+of several tiers' embeddings of the same utterances (the ensemble's).
 
 An embedding folder holds:
     valid.npy, heldout.npy, test.npy   (N, E) float32 unit-length rows, one set each
@@ -8,6 +9,7 @@ An embedding folder holds:
 """
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 
 from spkid.atomic import atomic_path, write_csv, write_json
 from spkid.data.store import STORE_DTYPE, FeatureStore, open_store
-from spkid.evaluate.bank import model_digest
+from spkid.evaluate.bank import model_digest, normalise
 from spkid.runtime import DeviceData, autocast, pick_device, resolve_precision
 from spkid.train.checkpoint import load_model
 
@@ -140,3 +142,36 @@ def read_embeddings(folder, name: str) -> tuple:
 def read_meta(folder) -> dict:
     """An embedding folder's meta.json."""
     return json.loads((Path(folder) / META_FILE).read_text())
+
+
+def read_fused(folders: list, name: str) -> tuple:
+    """One set of several embedding folders of the same utterances, fused: each folder's
+    unit-length rows side by side, scaled by 1 / sqrt(M). The fused rows have unit length and
+    the cosine of two of them is the mean of the M members' cosines (score-level fusion with
+    equal weights). One folder: its own rows.
+
+    Args:
+        folders: M embedding folders (each tier's of one split).
+        name: the set (EMBED_SETS).
+
+    Returns:
+        ((N, E_1 + ... + E_M) float32 embeddings, (N,) uids, (N,) speakers).
+    """
+    parts = [read_embeddings(f, name) for f in folders]
+    for folder, (_emb, uids, _speakers) in zip(folders[1:], parts[1:]):
+        if uids != parts[0][1]:
+            raise ValueError(
+                f"{folder} and {folders[0]} hold different {name} utterances: embed every "
+                "member on the same split"
+            )
+    fused = np.concatenate([normalise(emb) for emb, _u, _s in parts], axis=1)
+    return fused / np.float32(np.sqrt(len(parts))), parts[0][1], parts[0][2]
+
+
+def fused_digest(folders: list) -> str:
+    """The model digest of ``folders`` fused (read_fused): one folder's own, else the SHA-256
+    of the members' digests in order."""
+    digests = [read_meta(f)["model"] for f in folders]
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha256("+".join(digests).encode()).hexdigest()

@@ -15,7 +15,7 @@ from sklearn.metrics import DetCurveDisplay, roc_curve
 from spkid.atomic import atomic_path, write_json
 from spkid.config import check
 from spkid.evaluate.bank import normalise, speaker_means
-from spkid.evaluate.embed import read_embeddings, read_meta
+from spkid.evaluate.embed import fused_digest, read_fused
 from spkid.evaluate.openset import openset_metrics
 from spkid.evaluate.report import plt
 
@@ -203,9 +203,10 @@ def plot_det(curves: dict, is_target: np.ndarray, path, title: str) -> None:
     plt().close(fig)
 
 
-def verify(embed_dir, out_dir, config: VerifyConfig, seed: int) -> dict:
+def verify(embed_dirs: list, out_dir, config: VerifyConfig, seed: int) -> dict:
     """Verification (cosine and AS-norm) and open-set identification on the held-out
-    speakers of an embedding folder: the `verify` stage's call.
+    speakers of one tier's embedding folder, or of several fused (an ensemble: read_fused,
+    whose cosine is the mean of the members' cosines): the `verify` stage's call.
 
     Writes ``out_dir``/metrics.json and det.png (a note instead of curves when the split
     holds no speaker out).
@@ -215,12 +216,12 @@ def verify(embed_dir, out_dir, config: VerifyConfig, seed: int) -> dict:
         ({"heldout_speakers": 0} without held-out speakers).
     """
     out = Path(out_dir)
-    emb, _uids, speakers = read_embeddings(embed_dir, "heldout")
+    emb, _uids, speakers = read_fused(embed_dirs, "heldout")
     if not len(emb):
         write_json(out / "metrics.json", {"heldout_speakers": 0})
         plot_note(out / "det.png", "no held-out speakers (split.heldout_speakers is 0)")
         return {"heldout_speakers": 0}
-    cohort = _cohort(embed_dir)
+    cohort = _cohort(embed_dirs)
     trials, is_target = make_trials(speakers, config.target_trials, config.nontarget_trials, seed)
     raw = cosine_scores(emb, trials)
     normed = asnorm(raw, emb, trials, cohort, config.cohort_top)
@@ -238,7 +239,7 @@ def verify(embed_dir, out_dir, config: VerifyConfig, seed: int) -> dict:
             "top": min(config.cohort_top, len(cohort)),
         },
         "openset": openset_metrics(
-            emb, speakers, read_meta(embed_dir)["model"], config.enroll, config.false_alarm, seed
+            emb, speakers, fused_digest(embed_dirs), config.enroll, config.false_alarm, seed
         ),
     }
     write_json(out / "metrics.json", metrics)
@@ -248,13 +249,13 @@ def verify(embed_dir, out_dir, config: VerifyConfig, seed: int) -> dict:
     return metrics
 
 
-def _cohort(embed_dir) -> np.ndarray:
+def _cohort(embed_dirs: list) -> np.ndarray:
     """(K, E) unit-length mean embeddings of the trained speakers over the valid split."""
-    valid, _uids, speakers = read_embeddings(embed_dir, "valid")
+    valid, _uids, speakers = read_fused(embed_dirs, "valid")
     _names, means, _counts = speaker_means(valid, speakers)
     if len(means) < 2:
         raise ValueError(
-            f"{embed_dir}: AS-norm's cohort needs 2 trained speakers in the valid split, "
+            f"{embed_dirs[0]}: AS-norm's cohort needs 2 trained speakers in the valid split, "
             f"got {len(means)} (split.valid_ratio > 0)"
         )
     return normalise(means)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from spkid.evaluate import bank as banks
 from spkid.runtime import pick_device
-from spkid.serve.identifier import Identifier
-from spkid.serve.identify import checked_bank, read_inputs
+from spkid.serve.identifier import Identifier, checked_bank
+from spkid.serve.identify import read_inputs
 
 
 @dataclass(frozen=True)

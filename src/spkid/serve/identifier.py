@@ -1,5 +1,7 @@
 """Speaker identification from audio or log-mel features: the network(s) of one or more
-checkpoints, their speakers and the course front end, scoring padded batches grouped by length."""
+checkpoints, their speakers and the course front end, scoring padded batches grouped by length;
+and open-set identification among an enrolment bank's speakers (optionally the trained ones
+too), answering "unknown" below a cosine threshold."""
 
 import io
 from dataclasses import dataclass, fields
@@ -10,13 +12,17 @@ import torch
 
 from spkid.data.errors import InputError
 from spkid.data.frontend import FrontEnd, audio_features
-from spkid.evaluate.bank import BankError, model_digest
+from spkid.evaluate import bank as banks
+from spkid.evaluate.bank import UNKNOWN, BankError, model_digest, normalise
 from spkid.evaluate.embed import embed_arrays
+from spkid.models.heads import MarginHead
 from spkid.train import checkpoint
 
 MAX_FRAMES = 65536  # frames per padded batch
 MAX_BATCH = 64  # utterances per batch
 MIN_FRAMES = 10  # a checkpoint alone: the fewest frames taken (params.yaml's features default)
+DEFAULT_THRESHOLD = 0.5  # cosine; a bank without a stored threshold, none given
+ENROLLED, TRAINED = "enrolled", "trained"  # the kinds of speaker an open-set answer names
 
 
 @dataclass
@@ -25,6 +31,23 @@ class Ranking:
 
     speakers: list
     probabilities: list
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One input's open-set answer.
+
+    Args:
+        speaker: the best candidate, or UNKNOWN when its cosine is not above the threshold.
+        kind: ENROLLED or TRAINED (the speaker's), or UNKNOWN.
+        score: the best cosine (None: no candidate).
+        top: [(speaker, kind, cosine)] of the k best candidates, best first.
+    """
+
+    speaker: str
+    kind: str
+    score: float | None
+    top: list
 
 
 def frontend_of(settings: dict, n_mels: int) -> FrontEnd:
@@ -149,6 +172,54 @@ class Identifier:
         """(N, E) float32 L2-normalised embeddings (the head's input) of N feature arrays."""
         return embed_arrays(self.embedder(), features, self.device)
 
+    def class_centres(self) -> np.ndarray:
+        """(C, E) float32 unit-length class weights of the network's cosine head: the trained
+        speakers as points of the embedding space (BankError for another head)."""
+        head = self.embedder().head
+        if not isinstance(head, MarginHead):
+            raise BankError(
+                "scoring the trained speakers needs a cosine head (amsoftmax or aamsoftmax): "
+                f"this network's {type(head).__name__} gives its classes no embedding"
+            )
+        return normalise(head.weight.detach().float().cpu().numpy())
+
+    def open_set(
+        self, bank, features: list, top_k: int, threshold: float, with_classes: bool = False
+    ) -> list:
+        """Open-set identification of N feature arrays: the cosine of each embedding to every
+        enrolled speaker's mean (and, ``with_classes``, to every trained speaker's class
+        weight); the best candidate above ``threshold``, else UNKNOWN.
+
+        Args:
+            bank: an enrolment bank of this network (checked_bank).
+            features: float32 (frames, n_mels) arrays.
+            top_k: candidates listed per answer.
+            threshold: a cosine.
+            with_classes: also the trained speakers.
+
+        Returns:
+            N Answers.
+        """
+        centres = self.class_centres() if with_classes else None  # before any work
+        emb = self.embed(features)
+        scores = banks.score(bank, emb, self.model_digest())  # (N, S)
+        names, kinds = [*bank.names], [ENROLLED] * len(bank.names)
+        if with_classes:
+            scores = np.hstack([scores, normalise(emb) @ centres.T])  # (N, S + C)
+            names, kinds = names + self.speakers, kinds + [TRAINED] * len(self.speakers)
+        answers = []
+        for row, pick in zip(scores, banks.best_above(scores, threshold)):
+            top = np.argsort(-row, kind="stable")[:top_k]
+            answers.append(
+                Answer(
+                    names[pick] if pick >= 0 else UNKNOWN,
+                    kinds[pick] if pick >= 0 else UNKNOWN,
+                    float(row.max()) if len(row) else None,
+                    [(names[j], kinds[j], float(row[j])) for j in top],
+                )
+            )
+        return answers
+
     def rank(self, logp: np.ndarray, k: int) -> list:
         """The top ``k`` speakers of each row of (N, C) log-probabilities, as Rankings."""
         k = min(k, len(self.speakers))
@@ -158,6 +229,23 @@ class Identifier:
             Ranking([self.speakers[j] for j in row], [float(p) for p in prob])
             for row, prob in zip(top, probs)
         ]
+
+
+def checked_bank(path, identifier: Identifier) -> banks.Bank:
+    """The bank in ``path``, refused (BankError naming ``path``) if another model's."""
+    bank = banks.load_bank(path)
+    try:
+        banks.check_model(bank, identifier.model_digest(), bank.dim)
+    except BankError as err:
+        raise BankError(f"{path}: {err}") from None
+    return bank
+
+
+def threshold_for(bank: banks.Bank, threshold: float | None) -> float:
+    """``threshold``, or else the bank's stored one, or else DEFAULT_THRESHOLD."""
+    if threshold is not None:
+        return float(threshold)
+    return DEFAULT_THRESHOLD if bank.threshold is None else bank.threshold
 
 
 def length_batches(lengths: list, max_frames: int = MAX_FRAMES) -> list:

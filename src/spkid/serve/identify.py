@@ -1,5 +1,6 @@
 """The ``identify`` command's library call: speakers of audio files, written as a CSV, among
-the model's trained speakers or (bank mode) among an enrolment bank's speakers.
+the model's trained speakers or (bank mode) among an enrolment bank's speakers, optionally the
+trained speakers too, or unknown.
 
 A file that cannot be used (unreadable, empty, too short) gets a row with its reason in
 ``error`` and does not stop the others.
@@ -8,18 +9,16 @@ A file that cannot be used (unreadable, empty, too short) gets a row with its re
 import sys
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from spkid.data.errors import InputError
 from spkid.data.sources import list_audio
 from spkid.evaluate import bank as banks
 from spkid.runtime import pick_device
-from spkid.serve.identifier import Identifier, length_batches
+from spkid.serve.identifier import TRAINED, Answer, Identifier, length_batches, threshold_for
 
 COLUMNS = ("file", "speaker", "probability", "top_k", "error")
-BANK_COLUMNS = ("file", "speaker", "score", "top_k", "error")
-DEFAULT_THRESHOLD = 0.5  # cosine; a bank without a stored threshold, no --threshold
+BANK_COLUMNS = ("file", "speaker", "kind", "score", "top_k", "error")
 
 
 def load_identifier(model: str) -> Identifier:
@@ -63,7 +62,7 @@ def identify(identifier: Identifier, inputs: list, top_k: int = 5, device: str =
     """
     identifier.to(pick_device(device))
     files, good, features, bad = read_inputs(identifier, inputs)
-    rows = {path: [path, "", "", "", reason] for path, reason in bad}
+    rows = failed_rows(bad, COLUMNS)
     with tqdm(total=len(good), desc="identify", unit="file", file=sys.stderr) as bar:
         for index in length_batches([len(f) for f in features]):
             logp = identifier.log_probs([features[i] for i in index])
@@ -91,16 +90,6 @@ def read_inputs(identifier: Identifier, inputs: list) -> tuple:
     return files, good, features, bad
 
 
-def checked_bank(path, identifier: Identifier) -> banks.Bank:
-    """The bank in ``path``, refused (BankError naming ``path``) if another model's."""
-    bank = banks.load_bank(path)
-    try:
-        banks.check_model(bank, identifier.model_digest(), bank.dim)
-    except banks.BankError as err:
-        raise banks.BankError(f"{path}: {err}") from None
-    return bank
-
-
 def identify_bank(
     identifier: Identifier,
     bank: banks.Bank,
@@ -108,37 +97,48 @@ def identify_bank(
     top_k: int = 5,
     threshold: float | None = None,
     device: str = "auto",
+    with_classes: bool = False,
 ) -> list:
-    """Rows of the bank-mode table (see BANK_COLUMNS): each file's best enrolled speaker by
-    cosine, or UNKNOWN where it is not above the threshold.
+    """Rows of the bank-mode table (see BANK_COLUMNS): each file's best candidate by cosine
+    (Identifier.open_set), or UNKNOWN where it is not above the threshold.
 
     Args:
         identifier: one network and its front end (the bank's model).
         bank: enrolled speakers (checked_bank).
         inputs: files and folders.
-        top_k: enrolled speakers listed per file.
+        top_k: candidates listed per file.
         threshold: None: the bank's stored one, else DEFAULT_THRESHOLD.
         device: auto, cpu, cuda or cuda:N.
+        with_classes: the trained speakers are candidates too (a cosine head's class weights).
     """
-    if threshold is None:
-        threshold = DEFAULT_THRESHOLD if bank.threshold is None else bank.threshold
+    if with_classes:
+        identifier.class_centres()  # refused before any file is read
     identifier.to(pick_device(device))
     files, good, features, bad = read_inputs(identifier, inputs)
-    rows = {path: [path, "", "", "", reason] for path, reason in bad}
+    rows = failed_rows(bad, BANK_COLUMNS)
     if good:
-        emb, digest = identifier.embed(features), identifier.model_digest()
-        names = banks.identify(bank, emb, digest, threshold)
-        for path, name, scores in zip(good, names, banks.score(bank, emb, digest)):
-            rows[path] = bank_row(path, name, scores, bank.names, top_k)
+        cut = threshold_for(bank, threshold)
+        for path, answer in zip(
+            good, identifier.open_set(bank, features, top_k, cut, with_classes)
+        ):
+            rows[path] = answer_row(path, answer)
     return sorted(rows.values(), key=order(files))
 
 
-def bank_row(path: str, name: str, scores, enrolled: tuple, top_k: int) -> list:
-    """file, the answer, its best cosine, ``speaker:cosine`` of the top k, no error."""
-    top = np.argsort(-scores, kind="stable")[:top_k]
-    listed = " ".join(f"{enrolled[k]}:{scores[k]:.4f}" for k in top)
-    best = f"{scores[top[0]]:.6f}" if len(top) else ""
-    return [path, name, best, listed, ""]
+def answer_row(path: str, answer: Answer) -> list:
+    """file, the answer, its kind, its best cosine, ``speaker:cosine`` of the top k (a trained
+    speaker as ``speaker[trained]:cosine``), no error."""
+    listed = " ".join(
+        f"{name}[{TRAINED}]:{s:.4f}" if kind == TRAINED else f"{name}:{s:.4f}"
+        for name, kind, s in answer.top
+    )
+    best = "" if answer.score is None else f"{answer.score:.6f}"
+    return [path, answer.speaker, answer.kind, best, listed, ""]
+
+
+def failed_rows(bad: list, columns: tuple) -> dict:
+    """path -> a row of ``columns`` holding only the path and its reason in ``error``."""
+    return {path: [path, *[""] * (len(columns) - 2), reason] for path, reason in bad}
 
 
 def ranking_row(path: str, ranking) -> list:

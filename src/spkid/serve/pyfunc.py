@@ -9,8 +9,16 @@ spkid package travels beside it as the model's code.
 Input: a DataFrame with a column ``audio`` (a file path, or base64-encoded WAV/FLAC/OGG bytes)
 or ``features`` (a (frames, n_mels) array, as nested lists). Params: ``top_k`` (default 5).
 Output: one row per input: ``speaker``, ``probability``, ``top_k_speakers``,
-``top_k_probabilities``. Bad input raises MlflowException (INVALID_PARAMETER_VALUE: HTTP 400)
-naming the row and the reason.
+``top_k_probabilities``.
+
+Open set (as ``identify --bank``, through Identifier.open_set): params ``bank`` (an enrolment
+bank file of this model, made by ``enroll``), ``threshold`` (a cosine; default the bank's
+stored one, else 0.5) and ``with_classes`` (the trained speakers are candidates too). Output
+then: ``speaker`` (or ``unknown``), ``kind`` (enrolled, trained or unknown), ``score`` (the
+best cosine), ``top_k_speakers``, ``top_k_kinds``, ``top_k_scores``.
+
+Bad input raises MlflowException (INVALID_PARAMETER_VALUE: HTTP 400) naming the row and the
+reason; so does a bank that is missing, not a bank, or another model's.
 """
 
 import base64
@@ -25,7 +33,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 from spkid.data.errors import InputError
-from spkid.serve.identifier import Identifier
+from spkid.evaluate.bank import BankError
+from spkid.serve.identifier import Identifier, checked_bank, threshold_for
 
 CHECKPOINT_ARTIFACT = "checkpoint_{}"
 FRONTEND_ARTIFACT = "frontend"
@@ -78,9 +87,14 @@ class SpeakerModel(PythonModel):
         return out
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
-        k = int((params or {}).get("top_k", DEFAULT_TOP_K))
+        params = params or {}
+        k = int(params.get("top_k", DEFAULT_TOP_K))
         if k < 1:
             raise bad_input(f"top_k must be >= 1, got {k}")
+        if params.get("bank"):
+            return self.open_set(model_input, params, k)
+        if params.get("with_classes"):
+            raise bad_input("with_classes needs a bank")
         rankings = self.identifier.rank(self.identifier.log_probs(self.features(model_input)), k)
         return pd.DataFrame(
             {
@@ -88,6 +102,29 @@ class SpeakerModel(PythonModel):
                 "probability": [r.probabilities[0] for r in rankings],
                 "top_k_speakers": [r.speakers for r in rankings],
                 "top_k_probabilities": [r.probabilities for r in rankings],
+            }
+        )
+
+    def open_set(self, model_input: pd.DataFrame, params: dict, k: int) -> pd.DataFrame:
+        """The answers among the bank's speakers (and the trained ones, ``with_classes``)."""
+        try:
+            bank = checked_bank(params["bank"], self.identifier)
+            threshold = threshold_for(bank, params.get("threshold"))
+            with_classes = bool(params.get("with_classes"))
+            if with_classes:
+                self.identifier.class_centres()  # refused before the input is read
+            features = self.features(model_input)
+            answers = self.identifier.open_set(bank, features, k, threshold, with_classes)
+        except (BankError, FileNotFoundError) as error:
+            raise bad_input(f"bank: {error}") from None
+        return pd.DataFrame(
+            {
+                "speaker": [a.speaker for a in answers],
+                "kind": [a.kind for a in answers],
+                "score": [a.score for a in answers],
+                "top_k_speakers": [[name for name, _k, _s in a.top] for a in answers],
+                "top_k_kinds": [[kind for _n, kind, _s in a.top] for a in answers],
+                "top_k_scores": [[s for _n, _k, s in a.top] for a in answers],
             }
         )
 
