@@ -8,7 +8,8 @@ from spkid.evaluate.verification import asnorm, cohort_stats
 from spkid.train import checkpoint
 from tests.conftest import make_store
 
-SPEAKERS, PER_SPEAKER = 5, 20
+SPEAKERS, PER_SPEAKER = 7, 20
+TRAINED, HELD = SPEAKERS // 2, SPEAKERS - SPEAKERS // 2  # 3 and 4
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def speaker_embeddings(store, noise: float, width=16, seed=0) -> np.ndarray:
 def test_protocol_trains_the_first_half_and_holds_out_the_rest(store):
     part = openset.protocol(store)
     names = sorted(set(store.speakers))
-    assert part["trained"] == names[:2] and part["heldout"] == names[2:]
+    assert part["trained"] == names[:TRAINED] and part["heldout"] == names[TRAINED:]
     speakers = np.asarray(store.speakers)
     pool = so762.POOL_PER_SPEAKER
     for key, who in (("train", "trained"), ("valid", "trained"), ("cohort", "trained")):
@@ -38,14 +39,14 @@ def test_protocol_trains_the_first_half_and_holds_out_the_rest(store):
         assert set(speakers[part[key]]) == set(part[who])
     counts = {k: len(v) for k, v in part.items()}
     assert counts == {
-        "trained": 2,
-        "heldout": 3,
-        "train": 2 * (pool - 1),
-        "valid": 2,
-        "cohort": 2 * pool,
-        "impostor": 2 * (PER_SPEAKER - pool),
-        "enrol": 3 * pool,
-        "genuine": 3 * (PER_SPEAKER - pool),
+        "trained": TRAINED,
+        "heldout": HELD,
+        "train": TRAINED * (pool - 1),
+        "valid": TRAINED,
+        "cohort": TRAINED * pool,
+        "impostor": TRAINED * (PER_SPEAKER - pool),
+        "enrol": HELD * pool,
+        "genuine": HELD * (PER_SPEAKER - pool),
     }
     assert np.array_equal(np.sort(np.r_[part["train"], part["valid"]]), part["cohort"])
     for name in part["heldout"]:  # enrolment: the speaker's first 8 utterances by name
@@ -59,14 +60,21 @@ def test_separable_speakers_score_perfectly_and_noise_does_not(store):
     clean = {w: speaker_embeddings(store, 0.05) for w in openset.WINDOWS}
     result = openset.score_embeddings(clean, store, "m", centring=False)
     for window in openset.WINDOWS:
-        for scoring in openset.SCORINGS:
-            row = result[window][scoring]
-            assert (row["top1"], row["dir_fa01"], row["dir_fa05"], row["eer"]) == (1, 1, 1, 0)
+        cosine, normed = (result[window][s] for s in openset.SCORINGS)
+        assert (cosine["top1"], cosine["dir_fa01"], cosine["dir_fa05"], cosine["eer"]) == (
+            1,
+            1,
+            1,
+            0,
+        )
+        assert (normed["top1"], normed["dir_fa01"]) == (1, 1) and normed[
+            "eer"
+        ] < 0.01  # 3 in the cohort
     counts = result["counts"]
-    held = 3 * PER_SPEAKER
-    assert counts["target_trials"] == 3 * PER_SPEAKER * (PER_SPEAKER - 1) // 2
-    assert counts["nontarget_trials"] == (held * held - 3 * PER_SPEAKER**2) // 2
-    assert (counts["cohort_speakers"], counts["cohort_top"]) == (2, 2)
+    held = HELD * PER_SPEAKER
+    assert counts["target_trials"] == HELD * PER_SPEAKER * (PER_SPEAKER - 1) // 2
+    assert counts["nontarget_trials"] == (held * held - HELD * PER_SPEAKER**2) // 2
+    assert (counts["cohort_speakers"], counts["cohort_top"]) == (TRAINED, TRAINED)
     noisy = {w: speaker_embeddings(store, 3.0) for w in openset.WINDOWS}
     row = openset.score_embeddings(noisy, store, "m", centring=True)["full"]["cosine"]
     assert row["top1"] < 1 and row["eer"] > 0 and row["dir_fa01"] <= row["dir_fa05"]
@@ -109,11 +117,14 @@ def test_ensemble_concatenates_unit_embeddings_so_trials_average_cosines(store, 
 def test_a_trained_model_knows_only_the_trained_speakers(store, tmp_path, monkeypatch):
     monkeypatch.setattr(so762, "STEPS", 8)
     monkeypatch.setitem(openset.WINDOWS, "window", 32)  # the store's utterances: 40-160 frames
-    tiny = {"model": {"d_model": 16, "layers": 1, "heads": 2, "ffn": 32, "prenet": "linear"}}
+    tiny = {
+        "model": {"d_model": 16, "layers": 1, "heads": 2, "ffn": 32, "prenet": "linear"},
+        "recipe": {"batch": 8, "valid_every": 4, "log_every": 4},
+    }
     result, emb, digest = openset.train_and_embed("boss", tiny, 0, store, tmp_path / "w")
     best = checkpoint.load(tmp_path / "w" / checkpoint.BEST)
     trained = openset.protocol(store)["trained"]
-    assert sorted(best["speaker2id"]) == trained and best["model_args"]["n_classes"] == 2
+    assert sorted(best["speaker2id"]) == trained and best["model_args"]["n_classes"] == TRAINED
     assert result["steps"] == 8 and result["set"] == tiny and len(digest) == 64
     assert {w: e.shape for w, e in emb.items()} == {
         w: (len(store.uids), result["dim"]) for w in openset.WINDOWS
