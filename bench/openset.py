@@ -94,7 +94,8 @@ def protocol(store) -> dict:
 
 def verify_config() -> VerifyConfig:
     """params.yaml's verify block (trial caps, AS-norm's top-N)."""
-    return build(VerifyConfig, yaml.safe_load((ROOT / "params.yaml").read_text())["verify"])
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return build(VerifyConfig, params["verify"], "verify")
 
 
 def centre(embeddings: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -217,7 +218,12 @@ def train_and_embed(name: str, override: dict, seed: int, store, work: Path) -> 
     )
     train_s = time.perf_counter() - start
     print(f"{name}: trained in {train_s:.0f} s, valid top-1 {summary['best_top1']:.3f}", flush=True)
+    start = time.perf_counter()
     embeddings = embed_store(t.model, store, cfg.recipe.valid_frames, t.precision)
+    print(
+        f"{name}: embedded {len(store.uids)} utterances in {time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
     result = {
         "closed_top1": closed_top1(t, store, part["impostor"], speaker2id, cfg),
         "valid_top1": summary["best_top1"],
@@ -266,6 +272,8 @@ def main() -> None:
     if args.merge:
         so762.merge_parts(args.merge, args.out)
         return
+    if not args.store or not (args.model or args.embeddings):
+        ap.error("--store and one of --model, --embeddings (or --merge alone)")
     store = open_store(args.store)
     if args.embeddings:
         embeddings, model = load_embeddings(args.embeddings, store)
