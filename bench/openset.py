@@ -98,11 +98,6 @@ def verify_config() -> VerifyConfig:
     return build(VerifyConfig, params["verify"], "verify")
 
 
-def centre(embeddings: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """(U, E) embeddings less a (E,) mean, renormalised to unit length."""
-    return normalise(embeddings - mean)
-
-
 def bank_scores(bank, probes: np.ndarray, model: str, cohort, top: int) -> np.ndarray:
     """(N, E) probes against the bank's S speakers: (N, S) cosine, or AS-norm'd against the
     (K, E) ``cohort`` (None: plain cosine)."""
@@ -144,7 +139,7 @@ def score_window(emb: np.ndarray, speakers, part: dict, model: str, config, cent
     speakers = np.asarray(speakers)
     emb = normalise(emb)
     if centring:
-        emb = centre(emb, emb[part["cohort"]].mean(0))
+        emb = normalise(emb - emb[part["cohort"]].mean(0))  # mean subtraction
     names, means, _counts = speaker_means(emb[part["cohort"]], speakers[part["cohort"]])
     cohort = normalise(means)
     held = np.sort(np.concatenate([part["enrol"], part["genuine"]]))

@@ -3,7 +3,7 @@ import pytest
 
 from bench import openset, so762
 from spkid.data.store import open_store
-from spkid.evaluate.bank import normalise
+from spkid.evaluate.bank import empty_bank, enroll, normalise
 from spkid.evaluate.verification import asnorm, cohort_stats
 from spkid.train import checkpoint
 from tests.conftest import make_store
@@ -83,10 +83,10 @@ def test_separable_speakers_score_perfectly_and_noise_does_not(store):
 def test_bank_scores_asnorm_each_probe_against_each_speaker_mean(store):
     emb = speaker_embeddings(store, 1.0)
     part = openset.protocol(store)
-    bank = openset.empty_bank("m", emb.shape[1])
+    bank = empty_bank("m", emb.shape[1])
     for name in part["heldout"]:
         rows = [i for i in part["enrol"] if store.speakers[i] == name]
-        bank = openset.enroll(bank, name, emb[rows], "m")
+        bank = enroll(bank, name, emb[rows], "m")
     cohort = normalise(emb[part["cohort"]][:5])
     probes = emb[part["genuine"][:4]]
     normed = openset.bank_scores(bank, probes, "m", cohort, top=3)
