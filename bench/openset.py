@@ -28,7 +28,8 @@ Usage (one model per process, several share a GPU; each writes its JSON when don
 Models and steps as in so762.py (SO762_STEPS, --set KEY=VALUE). Each trained model writes its
 embeddings of every store utterance beside --out (.npz); --embeddings rescores saved ones
 (with --centre, say) without training, and scores an ensemble of several: the concatenation
-of the members' unit-length embeddings, so a trial's cosine is the mean of the members'.
+of the members' unit-length (with --centre: centred, each member on its own) embeddings, so
+a trial's cosine is the mean of the members' cosines.
 """
 
 import argparse
@@ -129,17 +130,27 @@ def identification(emb, speakers, part: dict, model: str, cohort, top: int) -> d
     return out
 
 
-def score_window(emb: np.ndarray, speakers, part: dict, model: str, config, centring: bool):
-    """Every metric of one window's (U, E) store-order embeddings, per scoring.
+def fuse(members: list, cohort: np.ndarray, centring: bool) -> np.ndarray:
+    """One model's (U, E) embeddings, or several models' side by side: each member's rows
+    L2-normalised (and, centring, less their mean over the ``cohort`` utterances and
+    normalised again), concatenated and normalised, so a pair's cosine is the mean of the
+    members' cosines. Returns (U, sum of E) float32."""
+    rows = [normalise(m) for m in members]
+    if centring:
+        rows = [normalise(r - r[cohort].mean(0)) for r in rows]  # mean subtraction
+    return normalise(np.concatenate(rows, 1))
+
+
+def score_window(members: list, speakers, part: dict, model: str, config, centring: bool):
+    """Every metric of one window's embeddings (a list of (U, E) store-order arrays, one per
+    member; fuse), per scoring.
 
     Returns:
         ({"cosine", "asnorm": {top1, threshold_fa01, dir_fa01, ..., eer, mindcf_p01, ...}},
         the trial counts).
     """
     speakers = np.asarray(speakers)
-    emb = normalise(emb)
-    if centring:
-        emb = normalise(emb - emb[part["cohort"]].mean(0))  # mean subtraction
+    emb = fuse(members, part["cohort"], centring)
     names, means, _counts = speaker_means(emb[part["cohort"]], speakers[part["cohort"]])
     cohort = normalise(means)
     held = np.sort(np.concatenate([part["enrol"], part["genuine"]]))
@@ -166,8 +177,8 @@ def score_window(emb: np.ndarray, speakers, part: dict, model: str, config, cent
 
 
 def score_embeddings(embeddings: dict, store, model: str, centring: bool) -> dict:
-    """Every metric at every window of {window: (U, E) store-order embeddings}, with the
-    protocol's and the trials' counts."""
+    """Every metric at every window of {window: [(U, E) store-order embeddings per member]},
+    with the protocol's and the trials' counts."""
     part, config = protocol(store), verify_config()
     result = {}
     for window in WINDOWS:
@@ -240,13 +251,13 @@ def save_embeddings(path: Path, embeddings: dict, store, model: str) -> None:
 
 
 def load_embeddings(paths: list, store) -> tuple:
-    """Saved embeddings of one model or, for several, their concatenation (each member's
-    unit rows side by side). Returns ({window: (U, E)}, model identity)."""
+    """Saved embeddings of one or several models (an ensemble: fuse).
+    Returns ({window: [(U, E) per member]}, model identity)."""
     parts = [np.load(p, allow_pickle=False) for p in paths]
     for path, part in zip(paths, parts):
         if list(part["uids"]) != list(store.uids):
             raise ValueError(f"{path}: its utterances are not the store's ({len(part['uids'])})")
-    embeddings = {w: np.concatenate([normalise(p[w]) for p in parts], 1) for w in WINDOWS}
+    embeddings = {w: [p[w] for p in parts] for w in WINDOWS}
     return embeddings, "+".join(str(p["model"]) for p in parts)
 
 
@@ -278,6 +289,7 @@ def main() -> None:
             args.model, so762.overrides(args.set), args.seed, store, args.work / args.out.stem
         )
         save_embeddings(args.out.with_suffix(".npz"), embeddings, store, model)
+        embeddings = {w: [e] for w, e in embeddings.items()}
     result.update(score_embeddings(embeddings, store, model, args.centre))
     result.update(model=args.model, **device_info())
     write_json(args.out, result)

@@ -57,7 +57,7 @@ def test_protocol_trains_the_first_half_and_holds_out_the_rest(store):
 
 
 def test_separable_speakers_score_perfectly_and_noise_does_not(store):
-    clean = {w: speaker_embeddings(store, 0.05) for w in openset.WINDOWS}
+    clean = {w: [speaker_embeddings(store, 0.05)] for w in openset.WINDOWS}
     result = openset.score_embeddings(clean, store, "m", centring=False)
     for window in openset.WINDOWS:
         cosine, normed = (result[window][s] for s in openset.SCORINGS)
@@ -75,7 +75,7 @@ def test_separable_speakers_score_perfectly_and_noise_does_not(store):
     assert counts["target_trials"] == HELD * PER_SPEAKER * (PER_SPEAKER - 1) // 2
     assert counts["nontarget_trials"] == (held * held - HELD * PER_SPEAKER**2) // 2
     assert (counts["cohort_speakers"], counts["cohort_top"]) == (TRAINED, TRAINED)
-    noisy = {w: speaker_embeddings(store, 3.0) for w in openset.WINDOWS}
+    noisy = {w: [speaker_embeddings(store, 3.0)] for w in openset.WINDOWS}
     row = openset.score_embeddings(noisy, store, "m", centring=True)["full"]["cosine"]
     assert row["top1"] < 1 and row["eer"] > 0 and row["dir_fa01"] <= row["dir_fa05"]
 
@@ -102,12 +102,21 @@ def test_bank_scores_asnorm_each_probe_against_each_speaker_mean(store):
 
 def test_ensemble_concatenates_unit_embeddings_so_trials_average_cosines(store, tmp_path):
     a, b = speaker_embeddings(store, 1.0, seed=1), speaker_embeddings(store, 1.0, 8, seed=2)
-    for name, emb in (("a", a), ("b", b)):
+    for name, emb in (("a", a), ("b", 3 * b)):
         openset.save_embeddings(tmp_path / f"{name}.npz", {"full": emb, "window": emb}, store, name)
-    joint, model = openset.load_embeddings([tmp_path / "a.npz", tmp_path / "b.npz"], store)
-    assert model == "a+b" and joint["full"].shape == (len(store.uids), 24)
-    unit = normalise(joint["full"])
-    assert np.allclose(unit[:7] @ unit[7:9].T, (a[:7] @ a[7:9].T + b[:7] @ b[7:9].T) / 2, atol=1e-6)
+    members, model = openset.load_embeddings([tmp_path / "a.npz", tmp_path / "b.npz"], store)
+    assert model == "a+b" and [m.shape[1] for m in members["full"]] == [16, 8]
+    cohort = openset.protocol(store)["cohort"]
+    joint = openset.fuse(members["full"], cohort, centring=False)
+    assert joint.shape == (len(store.uids), 24)
+    assert np.allclose(
+        joint[:7] @ joint[7:9].T, (a[:7] @ a[7:9].T + b[:7] @ b[7:9].T) / 2, atol=1e-6
+    )
+    centred = openset.fuse(members["full"], cohort, centring=True)
+    a0, b0 = (normalise(x - x[cohort].mean(0)) for x in (a, b))  # each member on its own
+    assert np.allclose(
+        centred[:7] @ centred[7:9].T, (a0[:7] @ a0[7:9].T + b0[:7] @ b0[7:9].T) / 2, atol=1e-5
+    )
     bad = tmp_path / "bad.npz"
     np.savez(bad, uids=np.array(store.uids[::-1]), model=np.array("c"), full=a, window=a)
     with pytest.raises(ValueError, match="bad.npz: its utterances are not the store's"):
