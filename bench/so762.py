@@ -33,6 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from bench.speed import DEVICE, ROOT, device_info, make_trainer, tier_config
+from spkid.atomic import write_json
 from spkid.config import build, merge
 from spkid.data.split import split_indices
 from spkid.data.store import open_store
@@ -110,9 +111,12 @@ class Ecapa(torch.nn.Module):
         self.encoder = ECAPA_TDNN(n_mels, channels=[512, 512, 512, 512, 1536], lin_neurons=192)
         self.head = MarginHead(192, n_classes, scale=30.0, margin=0.2, kind="angular")
 
+    def embed(self, feats, lengths):
+        """feats (B, T, n_mels), lengths (B,) -> (B, 192) embeddings (the head's input)."""
+        return self.encoder(feats, lengths.float() / feats.shape[1])[:, 0]
+
     def forward(self, feats, lengths, labels=None):
-        emb = self.encoder(feats, lengths.float() / feats.shape[1])[:, 0]
-        return self.head(emb, labels)
+        return self.head(self.embed(feats, lengths), labels)
 
 
 def overrides(pairs: list) -> dict:
@@ -162,18 +166,31 @@ def bench_config(name: str, override: dict) -> TierConfig:
     return build(TierConfig, merge(data, override), f"{name} --set")
 
 
+def train_model(
+    name: str, override: dict, seed: int, store, train, valid, work: Path, speaker2id=None
+) -> tuple:
+    """Train ``name`` (bench_config) on the ``train`` utterances, validating on ``valid``, and
+    load its best checkpoint. speaker2id: the model's classes (None: every store speaker).
+    Returns (trainer, config, fit's summary)."""
+    cfg = bench_config(name, override)
+    classes = len(speaker2id or store.speaker2id)
+    model = Ecapa(store.n_mels, classes) if name == "ecapa" else None
+    t = make_trainer(
+        cfg, store, train, valid, work, False, seed=seed, model=model, speaker2id=speaker2id
+    )
+    summary = t.fit()
+    t.model.load_state_dict(checkpoint.load(work / checkpoint.BEST, DEVICE)["model"])
+    return t, cfg, summary
+
+
 def train_and_score(
     name: str, override: dict, seed: int, store, train, valid, test, work: Path
 ) -> tuple:
     """Train ``name`` and score the test set, whole and in test-time crops of the training
     segment. Returns (result, {"full", "window", "full_crops", "window_crops"} log-probs)."""
-    cfg = bench_config(name, override)
-    model = Ecapa(store.n_mels, len(store.speaker2id)) if name == "ecapa" else None
-    t = make_trainer(cfg, store, train, valid, work, False, seed=seed, model=model)
     test_data = DeviceData(store, test, DEVICE)
     start = time.perf_counter()
-    summary = t.fit()
-    t.model.load_state_dict(checkpoint.load(work / checkpoint.BEST, DEVICE)["model"])
+    t, cfg, summary = train_model(name, override, seed, store, train, valid, work)
     logps = {}
     for key, d in (("full", test_data), ("window", centred(test_data, WINDOW))):
         for suffix, crops in (("", 0), ("_crops", TEST_CROPS)):
@@ -206,6 +223,13 @@ def ensemble(paths: list) -> dict:
     return {**top1(mean, parts[0]["labels"]), "members": [Path(p).stem for p in paths]}
 
 
+def merge_parts(parts: list, out: Path) -> None:
+    """Add (or replace) each part JSON to ``out`` as a row named by its file's stem."""
+    merged = json.loads(out.read_text()) if out.exists() else {}
+    merged.update({Path(p).stem: json.loads(Path(p).read_text()) for p in parts})
+    write_json(out, merged)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -221,9 +245,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if args.merge:
-        merged = json.loads(args.out.read_text()) if args.out.exists() else {}
-        merged.update({Path(p).stem: json.loads(Path(p).read_text()) for p in args.merge})
-        args.out.write_text(json.dumps(merged, indent=2) + "\n")
+        merge_parts(args.merge, args.out)
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.ensemble:

@@ -84,13 +84,15 @@ def make_trainer(
     model=None,
     precision="auto",
     graph=True,
+    speaker2id=None,
 ):
-    """A Trainer on ``store``'s train/valid utterances on DEVICE, logging nowhere."""
+    """A Trainer on ``store``'s train/valid utterances on DEVICE, logging nowhere.
+    speaker2id: the model's classes (None: the store's mapping, every speaker)."""
     return Trainer(
         cfg,
-        DeviceData(store, train, DEVICE),
-        DeviceData(store, valid, DEVICE),
-        store.speaker2id,
+        DeviceData(store, train, DEVICE, speaker2id),
+        DeviceData(store, valid, DEVICE, speaker2id),
+        speaker2id or store.speaker2id,
         out_dir,
         lambda m, s: None,
         seed=seed,
