@@ -33,13 +33,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from bench.speed import DEVICE, ROOT, device_info, make_trainer, tier_config
+from spkid import checkpoint
 from spkid.atomic import write_json
 from spkid.config import build, merge
 from spkid.data.split import split_indices
 from spkid.data.store import open_store
 from spkid.models.heads import MarginHead
 from spkid.runtime import DeviceData, predict_logits
-from spkid.train import checkpoint
 from spkid.train.config import TierConfig, resolve_tier
 
 POOL_PER_SPEAKER = 8

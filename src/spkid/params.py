@@ -11,13 +11,13 @@ every key.
 from dataclasses import dataclass
 from pathlib import Path
 
+from spkid.checkpoint import BEST
 from spkid.config import PROFILES, build, check, profiled
 from spkid.data.frontend import FrontEnd
 from spkid.data.sources import SourceConfig
 from spkid.data.split import SplitConfig
 from spkid.data.store import ON_ERROR
 from spkid.evaluate.verification import VerifyConfig
-from spkid.train.checkpoint import BEST
 from spkid.train.config import Runtime, TierConfig, resolve_tier
 from spkid.train.run import RUN_ID_FILE
 

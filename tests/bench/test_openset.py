@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from bench import openset, so762
+from spkid import checkpoint
 from spkid.data.store import open_store
 from spkid.evaluate.bank import empty_bank, enroll, normalise
 from spkid.evaluate.verification import asnorm, cohort_stats
-from spkid.train import checkpoint
 from tests.conftest import make_store
 
 SPEAKERS, PER_SPEAKER = 7, 20

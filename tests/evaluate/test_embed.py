@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from spkid import checkpoint
 from spkid.data.split import SplitConfig, split_utterances, trained_mapping
 from spkid.data.store import open_store
 from spkid.evaluate.bank import model_digest
@@ -20,7 +21,6 @@ from spkid.evaluate.embed import (
 )
 from spkid.models import ModelConfig, SpeakerNet
 from spkid.runtime import DeviceData
-from spkid.train import checkpoint
 from spkid.train.config import Recipe, TierConfig
 from tests.conftest import make_store
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from spkid import checkpoint
 from spkid.data.store import open_store
 from spkid.evaluate.report import predict, validate
 from spkid.models import ModelConfig, SpeakerNet
 from spkid.runtime import DeviceData, predict_logits
-from spkid.train import checkpoint
 from spkid.train.config import Recipe, TierConfig
 from tests.conftest import make_store
 

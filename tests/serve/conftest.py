@@ -12,14 +12,13 @@ import pytest
 import soundfile
 import yaml
 
-from spkid import tracking
+from spkid import checkpoint, tracking
 from spkid.data.demo import WAV_SUBTYPE, DemoConfig, speaker_name, utterance
 from spkid.data.features import build_features
 from spkid.data.frontend import FrontEnd
 from spkid.data.sources import SourceConfig
 from spkid.data.split import split_indices
 from spkid.data.store import open_store
-from spkid.train import checkpoint
 from spkid.train.config import Runtime, resolve_tier
 from spkid.train.run import METRICS_FILE, RUN_ID_FILE, train_tier
 from tests.conftest import REPO, TINY_STEPS, tiny_params

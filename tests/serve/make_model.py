@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from spkid import checkpoint
 from spkid.tracking import NullRun
-from spkid.train import checkpoint
 from spkid.train.config import Runtime, resolve_tier
 from spkid.train.run import train_tier
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 import yaml
 
+from spkid import checkpoint
 from spkid.data.errors import InputError
 from spkid.models import SpeakerNet
-from spkid.train import checkpoint
 from spkid.train.config import resolve_tier
 from tests.conftest import REPO, tiny_params
 

@@ -4,11 +4,11 @@ import shutil
 import pytest
 import torch
 
+from spkid import checkpoint
 from spkid.__main__ import main
 from spkid.evaluate.bank import load_bank
 from spkid.models import SpeakerNet
 from spkid.serve.identifier import Identifier
-from spkid.train import checkpoint
 from spkid.train.config import TierConfig
 from tests.evaluate.test_embed import MODEL, RECIPE
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 import yaml
 
+from spkid import checkpoint
 from spkid.models import SpeakerNet
 from spkid.serve.identifier import pad
 from spkid.serve.onnx import INPUTS, export
-from spkid.train import checkpoint
 from spkid.train.config import resolve_tier
 from tests.conftest import REPO
 

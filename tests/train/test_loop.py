@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from spkid import checkpoint
 from spkid.config import ConfigError, merge
 from spkid.data.split import split_indices
 from spkid.data.store import open_store
 from spkid.runtime import PAD_VALUE, DeviceData
-from spkid.train import checkpoint
 from spkid.train.config import resolve_tier
 from spkid.train.loop import CHANNEL_TERMS, Trainer, apply_channel, draw_channel, lr_factor
 

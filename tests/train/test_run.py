@@ -7,13 +7,13 @@ import pytest
 import torch
 import yaml
 
+from spkid import checkpoint
 from spkid.data.split import SplitConfig, split_utterances
 from spkid.data.store import open_store
 from spkid.evaluate.report import validate
 from spkid.models import ModelConfig
 from spkid.runtime import DeviceData, predict_logits
 from spkid.tracking import NullRun
-from spkid.train import checkpoint
 from spkid.train.config import Recipe, Runtime, TierConfig
 from spkid.train.run import (
     METRICS_FILE,

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from spkid.atomic import atomic_path, write_csv, write_json
+from spkid.checkpoint import load_model
 from spkid.data.store import STORE_DTYPE, FeatureStore, open_store
 from spkid.evaluate.bank import model_digest, normalise
 from spkid.runtime import DeviceData, autocast, pick_device, resolve_precision
-from spkid.train.checkpoint import load_model
 
 EMBED_SETS = ("valid", "heldout", "test")
 INDEX_FILE = "index.csv"

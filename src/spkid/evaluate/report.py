@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 
 from spkid.atomic import atomic_path, write_csv, write_json
+from spkid.checkpoint import load_model
 from spkid.data.store import open_store
 from spkid.evaluate.metrics import classification_metrics, confusion_summary
 from spkid.evaluate.submission import write_submission
 from spkid.runtime import DeviceData, pick_device, predict_logits
-from spkid.train.checkpoint import load_model
 
 WORST_SPEAKERS = 20
 VALIDATE_FILES = ("metrics.json", "confusion.json", "per_speaker.csv", "worst_speakers.png")

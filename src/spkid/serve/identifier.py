@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spkid import checkpoint
 from spkid.data.errors import InputError
 from spkid.data.frontend import FrontEnd, audio_features
 from spkid.evaluate import bank as banks
 from spkid.evaluate.bank import UNKNOWN, BankError, model_digest, normalise
 from spkid.evaluate.embed import embed_arrays
 from spkid.models.heads import MarginHead
-from spkid.train import checkpoint
 
 MAX_FRAMES = 65536  # frames per padded batch
 MAX_BATCH = 64  # utterances per batch

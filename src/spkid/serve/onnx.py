@@ -4,8 +4,8 @@
 import torch
 from torch import nn
 
+from spkid import checkpoint
 from spkid.atomic import atomic_path
-from spkid.train import checkpoint
 
 INPUTS = ("feats", "lengths")
 OUTPUT = "log_probs"

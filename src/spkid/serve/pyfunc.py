@@ -3,7 +3,7 @@
 This file and tracking.py are the only ones that import mlflow: MLflow's models-from-code
 loads this file itself (``mlflow.models.set_model`` at the bottom), so the model class must
 live in a file of its own. Its artifacts are checkpoint files (``checkpoint_<i>``, rebuilt by
-spkid.train.checkpoint) and ``frontend`` (the training store's front-end settings, JSON); the
+spkid.checkpoint) and ``frontend`` (the training store's front-end settings, JSON); the
 spkid package travels beside it as the model's code.
 
 Input: a DataFrame with a column ``audio`` (a file path, or base64-encoded WAV/FLAC/OGG bytes)

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from spkid import checkpoint
 from spkid.evaluate.metrics import classification_metrics
 from spkid.models import SpeakerNet
 from spkid.runtime import DeviceData, autocast, grad_scaler, predict_logits, resolve_precision
-from spkid.train import checkpoint
 from spkid.train.config import SpecAugment, TierConfig
 from spkid.train.distributed import broadcast_flag, gather_ranks
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
+from spkid import checkpoint
 from spkid.atomic import write_json
 from spkid.data.errors import InputError
 from spkid.data.split import trained_mapping
 from spkid.data.store import open_store
 from spkid.models import count_parameters
 from spkid.runtime import DeviceData, pick_device
-from spkid.train import checkpoint
 from spkid.train.config import Runtime, TierConfig
 from spkid.train.distributed import SINGLE, Rank
 from spkid.train.loop import Trainer

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from spkid import checkpoint
 from spkid.models import ModelConfig, SpeakerNet
-from spkid.train import checkpoint
 from spkid.train.config import Recipe, TierConfig
 
 CONFIG = TierConfig(
