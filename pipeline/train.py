@@ -48,6 +48,7 @@ def main(tier: str) -> None:
             settings["digest"],
             out_dir / RUN_ID_FILE,
             out_dir / METRICS_FILE,
+            onnx=params.mlflow.onnx,
         )
         if rank.rank == 0
         else contextlib.nullcontext(tracking.NullRun())

@@ -131,9 +131,11 @@ class Features:
 
 @dataclass(frozen=True)
 class Mlflow:
-    """The ``mlflow`` block: the experiment every run is logged to."""
+    """The ``mlflow`` block: the experiment every run is logged to; ``onnx``: each training
+    also logs its network as ONNX (where the onnx extra is installed)."""
 
     experiment: str
+    onnx: bool = True
 
     def __post_init__(self):
         check(bool(self.experiment), "mlflow.experiment", "must not be empty")

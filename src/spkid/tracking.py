@@ -259,10 +259,11 @@ class Run:
 
     Args:
         run_id: the run.
+        onnx: log_model also exports each network to ONNX (with the onnx extra installed).
     """
 
-    def __init__(self, run_id: str):
-        self.run_id = run_id
+    def __init__(self, run_id: str, onnx: bool = True):
+        self.run_id, self.onnx = run_id, onnx
         self.client = MlflowClient()
 
     def log_metrics(self, metrics: dict, step: int) -> None:
@@ -280,11 +281,12 @@ class Run:
         mlflow.log_dict(data, name, run_id=self.run_id)
 
     def log_model(self, checkpoints: list, frontend: dict) -> None:
-        """The pyfunc model of ``checkpoints`` (see log_pyfunc) in this run; with the onnx
-        dependency group installed, also each network as ``onnx/<checkpoint>.onnx``."""
+        """The pyfunc model of ``checkpoints`` (see log_pyfunc) in this run; with ``onnx``
+        and the onnx dependency group installed, also each network as
+        ``onnx/<checkpoint>.onnx``."""
         with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
             log_pyfunc(checkpoints, frontend)
-        if importlib.util.find_spec("onnxscript") is None:
+        if not self.onnx or importlib.util.find_spec("onnxscript") is None:
             return
         from spkid.serve.onnx import export_checkpoint
 
@@ -403,10 +405,11 @@ class TrainingRun(Run):
         log: the training's MetricLog.
         open_run: () -> run id: resumes or creates the run (MlflowException while away).
         uri: the tracking URI, for messages.
+        onnx: as Run's.
     """
 
-    def __init__(self, log: MetricLog, open_run, uri: str):
-        super().__init__(None)
+    def __init__(self, log: MetricLog, open_run, uri: str, onnx: bool = True):
+        super().__init__(None, onnx)
         self.log, self.open_run, self.uri = log, open_run, uri
         self.params, self.sent, self.in_flight = None, 0, None
         self.retry_at, self.away, self.error = 0.0, False, ""
@@ -538,6 +541,7 @@ def tier_run(
     run_file,
     metric_file,
     system_metrics: bool = True,
+    onnx: bool = True,
 ):
     """The tier's TrainingRun: resumes the run named in ``run_file`` (else creates one and
     names it there), when the store is reachable; metrics wait in ``metric_file``. The run
@@ -552,6 +556,7 @@ def tier_run(
         run_file: the file holding the run id (in the tier's checkpoint folder).
         metric_file: the training's MetricLog file (beside it).
         system_metrics: log CPU/GPU/memory usage (psutil; pynvml on GPU) once the run is open.
+        onnx: the logged model's networks also as ONNX (params.yaml's ``mlflow.onnx``).
     """
     for name, value in HTTP_LIMITS.items():
         os.environ.setdefault(name, value)
@@ -568,7 +573,7 @@ def tier_run(
             monitors[-1].start()
         return run_id
 
-    run = TrainingRun(MetricLog(metric_file), open_run, uri)
+    run = TrainingRun(MetricLog(metric_file), open_run, uri, onnx)
     status = "FAILED"
     try:
         yield run
