@@ -34,6 +34,18 @@ def make_store(folder, n_speakers=4, per_speaker=10, n_mels=40, seed=0, sessions
     return folder
 
 
+SHARED = ("reproduced", "trained")  # session fixtures that cost a whole pipeline or training
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (./run.sh test: -n 2 --dist loadgroup) the tests of one SHARED
+    fixture go to one worker, so each fixture is built once, not once per worker."""
+    for item in items:
+        for name in SHARED:
+            if name in item.fixturenames:
+                item.add_marker(pytest.mark.xdist_group(name))
+
+
 @pytest.fixture(autouse=True)
 def no_tracking_uri(monkeypatch):
     """No test inherits a tracking URI: mlflow.set_tracking_uri in an earlier test exports
