@@ -29,7 +29,8 @@ test_tools() {
 bootstrap
 case "${1:-}" in
   pipeline) shift; exec dvc repro "$@" ;;
-  test) shift; test_tools; exec python -m pytest "$@" ;;
+  # two processes (pytest-xdist); a shared session fixture's tests stay on one (tests/conftest.py)
+  test) shift; test_tools; exec python -m pytest -n 2 "$@" ;;
   "") echo "usage: ./run.sh pipeline | test | <command in the environment>" >&2; exit 2 ;;
   *) exec "$@" ;;
 esac

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from spkid.data.store import build_store
@@ -32,6 +33,45 @@ def make_store(folder, n_speakers=4, per_speaker=10, n_mels=40, seed=0, sessions
         meta = {"frontend": {"n_mels": n_mels}}
         build_store(folder, utts, np.load, speaker2id, meta, 1, "fail", "make_store")
     return folder
+
+
+# Session fixtures that cost a whole pipeline or a training, and where their tests live. Under
+# pytest-xdist (./run.sh test: -n 2) each group runs on one worker, so each fixture is built
+# once; every other test is handed out alone.
+SHARED = {
+    "reproduced": ("tests/pipeline/test_repro.py", "tests/pipeline/test_browser.py"),
+    "trained": ("tests/serve/",),  # defined in tests/serve/conftest.py
+}
+
+
+def shared_group(nodeid: str) -> str | None:
+    """The SHARED fixture whose tests include ``nodeid``'s file, if any."""
+    path = nodeid.split("::")[0]
+    return next((name for name, files in SHARED.items() if path.startswith(files)), None)
+
+
+def pytest_collection_modifyitems(items):
+    """A test of a SHARED fixture outside that fixture's files would build it again."""
+    for item in items:
+        for name in SHARED:
+            if name in item.fixturenames and shared_group(item.nodeid) != name:
+                raise pytest.UsageError(f"{item.nodeid} uses {name}: add its file to SHARED")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Load scheduling by scope: a SHARED group is one scope, every other test its own."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return shared_group(nodeid) or nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on a few cores: one torch thread each
+    torch.set_num_threads(1)  # (the pipeline stages they start keep train.threads)
 
 
 @pytest.fixture(autouse=True)

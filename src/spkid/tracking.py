@@ -405,12 +405,13 @@ class TrainingRun(Run):
         log: the training's MetricLog.
         open_run: () -> run id: resumes or creates the run (MlflowException while away).
         uri: the tracking URI, for messages.
+        root: the repository root, whose lock serialises the logging of dataset inputs.
         onnx: as Run's.
     """
 
-    def __init__(self, log: MetricLog, open_run, uri: str, onnx: bool = True):
+    def __init__(self, log: MetricLog, open_run, uri: str, root, onnx: bool = True):
         super().__init__(None, onnx)
-        self.log, self.open_run, self.uri = log, open_run, uri
+        self.log, self.open_run, self.uri, self.root = log, open_run, uri, root
         self.params, self.sent, self.in_flight = None, 0, None
         self.retry_at, self.away, self.error = 0.0, False, ""
         self.waiter = ThreadPoolExecutor(1, thread_name_prefix="metric-batches")
@@ -433,7 +434,8 @@ class TrainingRun(Run):
 
     def log_data(self, store_dir, split: dict) -> None:
         self.finish()
-        super().log_data(store_dir, split)
+        with _locked(self.root):  # a sweep's trainings log one dataset: MLflow looks it up,
+            super().log_data(store_dir, split)  # then inserts it (a UNIQUE constraint race)
 
     def history(self, prefix: str) -> tuple:
         return self.log.history(prefix)
@@ -573,7 +575,7 @@ def tier_run(
             monitors[-1].start()
         return run_id
 
-    run = TrainingRun(MetricLog(metric_file), open_run, uri, onnx)
+    run = TrainingRun(MetricLog(metric_file), open_run, uri, root, onnx)
     status = "FAILED"
     try:
         yield run
