@@ -106,6 +106,7 @@ def tiny_params(params: dict) -> dict:
         valid_ratio=0.25, heldout_speakers=0.5
     )  # 2 trained, 2 for verify
     params["verify"]["enroll"] = 3  # of each held-out speaker's 6 utterances
+    params["mlflow"]["onnx"] = False  # 3-5 s a training; tests/serve logs and checks one
     for tier in params["tiers"].values():
         tier["demo"]["recipe"].update(TINY_STEPS, segment=48)
         tiny = {"d_model": 16, "layers": 1}

@@ -107,6 +107,7 @@ def test_repro_honours_the_mlflow_contract(reproduced):
         assert steps == sorted(set(steps)) and steps[-1] == TINY_STEPS["steps"]
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"checkpoints", "validate", "predict", "verify"} <= artifacts
+        assert "onnx" not in artifacts  # tiny_params: mlflow.onnx false (the extra installed)
         ckpts = {a.path for a in client.list_artifacts(r.info.run_id, "checkpoints")}
         assert ckpts == {"checkpoints/best.pt", "checkpoints/last.pt"}
         assert r.info.artifact_uri.startswith("file:///") and str(reproduced) in r.info.artifact_uri
