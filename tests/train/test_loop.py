@@ -1,6 +1,9 @@
+import time
+
 import numpy as np
 import pytest
 import torch
+from tqdm import tqdm
 
 from spkid import checkpoint
 from spkid.config import ConfigError, merge
@@ -70,6 +73,22 @@ def trainer(store_dir, out_dir, log, seed=0, recipe=None, compile=False, device=
         compile=compile,
         **kw,
     )
+
+
+def test_a_log_window_counts_the_wait_for_its_means(tiny_store, tmp_path):
+    """Throughput is the steps' device time: reading a GPU's means waits for its queued steps."""
+    rec = Recorder()
+    t = trainer(tiny_store, tmp_path, rec)
+
+    class QueuedMeans:  # (loss, accuracy) whose read blocks until queued steps have run
+        def tolist(self):
+            time.sleep(0.3)
+            return [1.0, 0.5]
+
+    t._log_training(QueuedMeans(), 10, time.perf_counter(), tqdm(disable=True))
+    ((_, metrics),) = rec.rows
+    assert metrics["train/segments_per_s"] <= 10 * t.recipe.batch / 0.3
+    assert t.state.train_seconds >= 0.3
 
 
 def test_compile_leaves_cpu_steps_eager(tiny_store, tmp_path):
