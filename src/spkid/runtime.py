@@ -159,9 +159,10 @@ class DeviceData:
             (index (B,) into this set, feats (B, T, n_mels) float32, lengths (B,)).
         """
         order = torch.argsort(self.lengths, descending=True, stable=True)
+        sorted_lengths = self.lengths[order].tolist()  # one read: the batches never wait
         i = 0
         while i < len(order):
-            longest = int(self.lengths[order[i]])
+            longest = sorted_lengths[i]
             size = max(1, max_frames // max(longest, 1))
             index = order[i : i + size]
             lengths = self.lengths[index]
