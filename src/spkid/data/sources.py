@@ -6,6 +6,7 @@ audio_dir  <dir>/<speaker>/**/<utt>.<ext>; the first folder below the speaker is
            session (VoxCeleb's video id); an optional unlabeled test folder
 """
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -70,7 +71,18 @@ def list_source(cfg: SourceConfig, fe: FrontEnd, on_error: str, workdir) -> List
 
 
 def _audio_files(root: Path) -> list:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    """Audio files under ``root``, through symlinked folders too (a corpus assembled from
+    links to speaker folders elsewhere; Path.rglob does not follow them before 3.13), each
+    real folder walked once (a link back up cannot loop)."""
+    seen, files = set(), []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        files += [Path(folder, n) for n in names if Path(n).suffix.lower() in AUDIO_EXTENSIONS]
+    return sorted(files)
 
 
 def list_speaker_dirs(root) -> list:
