@@ -89,7 +89,7 @@ finish() {
     "$PY" bench/openset.py --merge "${parts[@]}" --out "$OUT_DIR/openset_sweep.json" \
       >"$L/merge.log" 2>&1 || echo "merge failed: $L/merge.log" >&2
   fi
-  tar czf "$OUT_DIR/parts.tar.gz" -C "$WORK" parts logs --exclude='*.npz' 2>/dev/null
+  tar czf "$OUT_DIR/parts.tar.gz" --exclude='*.npz' -C "$WORK" parts logs 2>/dev/null
   cp "$P"/*.npz "$OUT_DIR"/ 2>/dev/null
   if [ -f "$OUT_DIR/openset_sweep.json" ]; then
     "$PY" - "$OUT_DIR/openset_sweep.json" <<'EOF'
