@@ -99,12 +99,11 @@ print(f"{'part':40s} {'scoring':7s} top1  EER%  DIR1% DIR5% closed train_s")
 for name, r in sorted(rows.items()):
     for s in ("cosine", "asnorm"):
         f = r["full"][s]
-        closed = r.get("closed_top1", {}).get("full")
+        trained = ""  # the closed-set top-1 and training seconds of a trained part
+        if "train_s" in r:
+            trained = f"{r['closed_top1']['full']:.3f}  {r['train_s']:.0f}"
         print(f"{name:40s} {s:7s} {f['top1']:.3f} {100 * f['eer']:5.2f} {f['dir_fa01']:.2f}  "
-              f"{f['dir_fa05']:.2f}  {'' if closed is None else f'{closed:.3f}'} "
-              f"{r.get('train_s', ''):.0f}" if "train_s" in r else
-              f"{name:40s} {s:7s} {f['top1']:.3f} {100 * f['eer']:5.2f} {f['dir_fa01']:.2f}  "
-              f"{f['dir_fa05']:.2f}")
+              f"{f['dir_fa05']:.2f}  {trained}")
 EOF
   fi
   echo "sweep done in ${SECONDS} s; parts: $(ls "$P"/*.json 2>/dev/null | wc -l); out: $OUT_DIR"
