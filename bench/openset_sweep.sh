@@ -26,7 +26,8 @@
 # ensembles and the merge still run; a killed variant leaves its log and no part. Steps scale
 # with SO762_STEPS (default 4000, boss's and the peer's budget, as in so762.py).
 # Environment: PYTHON (default python), SWEEP_SET (space-separated KEY=VALUE added to every
-# variant, after its own), SWEEP_THREADS (CPU threads a process, default 2).
+# variant, after its own), SWEEP_THREADS (CPU threads a process, default 2), SWEEP_ONLY (an
+# extended regular expression: only the variants whose whole name it matches).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 S=${SO762_STEPS:-4000}
@@ -43,8 +44,10 @@ beyond_e192_m03 beyond model.embedding=192 recipe.steps=$S model.margin=0.3
 EOF
 }
 
+chosen() { grep -E "^(${SWEEP_ONLY:-.*}) "; }   # the variants SWEEP_ONLY names (default all)
+
 if [ "${1:-}" = "--list" ]; then
-  variants | while read -r name model sets; do
+  variants | chosen | while read -r name model sets; do
     printf '%s %s' "$name" "$model"
     for kv in $sets ${SWEEP_SET:-}; do printf ' --set %s' "$kv"; done
     echo
@@ -125,7 +128,7 @@ while read -r name model sets; do
     [ -f "$P/$name.npz" ] && rescore "${name}_centre" "$P/$name.npz"
     echo "$name: done at ${SECONDS} s (rc $rc)"
   ) &
-done < <(variants)
+done < <(variants | chosen)
 wait
 
 # 2. ensembles: every beyond variant with every tdnn variant, plain and centred
