@@ -30,7 +30,7 @@ def make_store(folder, n_speakers=4, per_speaker=10, n_mels=40, seed=0, sessions
                 path = f"{src}/{name}-u{k}.npy"
                 np.save(path, (centre + rng.normal(0, 1, (n, n_mels))).astype(np.float32) - 5)
                 utts.append(Utterance(f"{name}/u{k}.wav", name, f"{name}-s{k % sessions}", path))
-        meta = {"frontend": {"n_mels": n_mels}}
+        meta = {"source": {"name": "make_store"}, "frontend": {"n_mels": n_mels}}
         build_store(folder, utts, np.load, speaker2id, meta, 1, "fail", "make_store")
     return folder
 
